@@ -1,0 +1,7 @@
+//! kiln: runs Kimi Linear models from low-bit GGUF files.
+//!
+//! The data path, top to bottom: [`gguf`] maps the file and hands out zero-copy tensor views;
+//! [`quant`] knows every block format bit for bit.
+
+pub mod gguf;
+pub mod quant;
