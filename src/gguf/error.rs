@@ -21,22 +21,37 @@ pub enum GgufError {
     #[error("{path}: no tensor named {name:?}")]
     NoTensor { path: String, name: String },
     #[error("{path}: tensor {name:?}: declared {expected} bytes of data, got {got}")]
-    TensorSize { path: String, name: String, expected: u64, got: u64 },
+    TensorSize {
+        path: String,
+        name: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("{path}: all {declared} declared tensors were already written")]
     TooManyTensors { path: String, declared: usize },
     #[error("{path}: only {written} of {declared} declared tensors were written")]
-    MissingTensors { path: String, written: usize, declared: usize },
+    MissingTensors {
+        path: String,
+        written: usize,
+        declared: usize,
+    },
     #[error("{path}: an earlier write failed; the output is incomplete")]
     Poisoned { path: String },
 }
 
 impl GgufError {
     pub(crate) fn io(path: &str, source: io::Error) -> Self {
-        GgufError::Io { path: path.to_owned(), source }
+        GgufError::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 
     pub(crate) fn format(path: &str, kind: FormatError) -> Self {
-        GgufError::Format { path: path.to_owned(), kind }
+        GgufError::Format {
+            path: path.to_owned(),
+            kind,
+        }
     }
 
     /// The structural problem, when this error is about the content of a file.
@@ -52,7 +67,12 @@ impl GgufError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormatError {
     #[error("truncated: {what} needs {need} bytes at offset {offset}, only {have} left")]
-    Truncated { what: &'static str, offset: u64, need: u64, have: u64 },
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        need: u64,
+        have: u64,
+    },
     #[error("bad magic {0:02x?}, expected \"GGUF\"")]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (versions 2 and 3 are supported)")]
@@ -60,7 +80,12 @@ pub enum FormatError {
     #[error("big-endian GGUF files are not supported")]
     BigEndian,
     #[error("{what} count {count} at offset {offset} cannot fit in the {remaining} bytes left")]
-    CountTooLarge { what: &'static str, count: u64, offset: u64, remaining: u64 },
+    CountTooLarge {
+        what: &'static str,
+        count: u64,
+        offset: u64,
+        remaining: u64,
+    },
     #[error("string at offset {offset} is not valid UTF-8")]
     InvalidUtf8 { offset: u64 },
     #[error("unknown value type id {id} at offset {offset}")]
@@ -72,13 +97,19 @@ pub enum FormatError {
     #[error("duplicate metadata key {0:?}")]
     DuplicateKey(String),
     #[error("metadata key {key:?}: {source}")]
-    InKey { key: String, source: Box<FormatError> },
+    InKey {
+        key: String,
+        source: Box<FormatError>,
+    },
     #[error("general.alignment must be a nonzero power of two integer, got {0}")]
     BadAlignment(String),
     #[error("general.alignment must be stored as u32 (for llama.cpp and gguf-py), got {0}")]
     AlignmentType(ValueType),
     #[error("tensor {name:?}: {source}")]
-    InTensor { name: String, source: Box<FormatError> },
+    InTensor {
+        name: String,
+        source: Box<FormatError>,
+    },
     #[error("duplicate tensor name {0:?}")]
     DuplicateTensor(String),
     #[error("{0} dimensions, at most 4 are allowed")]
@@ -88,7 +119,11 @@ pub enum FormatError {
     #[error("dimension {ne:?} has an element count that overflows")]
     ElementOverflow { ne: Vec<u64> },
     #[error("row length {ne0} is not a multiple of {ty}'s block size {block}")]
-    BlockMisaligned { ty: GgmlType, ne0: u64, block: usize },
+    BlockMisaligned {
+        ty: GgmlType,
+        ne0: u64,
+        block: usize,
+    },
     #[error("data offset {offset} is not a multiple of the alignment {alignment}")]
     MisalignedOffset { offset: u64, alignment: u64 },
     #[error("data [{start}, {end}) runs past the end of the file ({file_len} bytes)")]

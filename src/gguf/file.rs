@@ -87,9 +87,26 @@ impl Gguf {
     }
 
     fn from_backing(bytes: Backing, path: String) -> Result<Gguf, GgufError> {
-        let Header { version, kvs, kv_index, tensors, tensor_index, alignment, data_offset } =
-            reader::parse(&bytes).map_err(|kind| GgufError::format(&path, kind))?;
-        Ok(Gguf { bytes, path, version, kvs, kv_index, tensors, tensor_index, alignment, data_offset })
+        let Header {
+            version,
+            kvs,
+            kv_index,
+            tensors,
+            tensor_index,
+            alignment,
+            data_offset,
+        } = reader::parse(&bytes).map_err(|kind| GgufError::format(&path, kind))?;
+        Ok(Gguf {
+            bytes,
+            path,
+            version,
+            kvs,
+            kv_index,
+            tensors,
+            tensor_index,
+            alignment,
+            data_offset,
+        })
     }
 
     /// The path the file was opened from (or the name given to an in-memory buffer).
@@ -198,10 +215,10 @@ impl Gguf {
 
     /// The data of the tensor named `name`, borrowed from the map.
     pub fn tensor_data(&self, name: &str) -> Result<&[u8], GgufError> {
-        let t = self
-            .tensor(name)
-            .ok_or_else(|| GgufError::NoTensor { path: self.path.clone(), name: name.to_owned() })?;
+        let t = self.tensor(name).ok_or_else(|| GgufError::NoTensor {
+            path: self.path.clone(),
+            name: name.to_owned(),
+        })?;
         Ok(self.tensor_bytes(t))
     }
-
 }

@@ -54,7 +54,12 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], FormatError> {
         if n > self.remaining() {
-            return Err(FormatError::Truncated { what, offset: self.offset(), need: n, have: self.remaining() });
+            return Err(FormatError::Truncated {
+                what,
+                offset: self.offset(),
+                need: n,
+                have: self.remaining(),
+            });
         }
         let s = &self.buf[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -77,10 +82,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit in what is left.
-    fn check_count(&self, count: u64, min_size: u64, what: &'static str) -> Result<(), FormatError> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        what: &'static str,
+    ) -> Result<(), FormatError> {
         match count.checked_mul(min_size) {
             Some(n) if n <= self.remaining() => Ok(()),
-            _ => Err(FormatError::CountTooLarge { what, count, offset: self.offset(), remaining: self.remaining() }),
+            _ => Err(FormatError::CountTooLarge {
+                what,
+                count,
+                offset: self.offset(),
+                remaining: self.remaining(),
+            }),
         }
     }
 
@@ -88,7 +103,9 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         let start = self.offset();
         let bytes = self.take(len, what)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| FormatError::InvalidUtf8 { offset: start })
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| FormatError::InvalidUtf8 { offset: start })
     }
 
     fn value_type(&mut self) -> Result<ValueType, FormatError> {
@@ -132,13 +149,19 @@ impl<'a> Cursor<'a> {
         conv: fn([u8; N]) -> T,
     ) -> Result<Vec<T>, FormatError> {
         let bytes = self.take(count * N as u64, what)?;
-        Ok(bytes.chunks_exact(N).map(|c| conv(c.try_into().expect("chunks_exact gives N bytes"))).collect())
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|c| conv(c.try_into().expect("chunks_exact gives N bytes")))
+            .collect())
     }
 
     /// An array whose nesting level (1 for a top-level array value) is `depth`.
     fn array_value(&mut self, depth: usize) -> Result<Array, FormatError> {
         if depth > MAX_ARRAY_DEPTH {
-            return Err(FormatError::TooDeep { max: MAX_ARRAY_DEPTH, offset: self.offset() });
+            return Err(FormatError::TooDeep {
+                max: MAX_ARRAY_DEPTH,
+                offset: self.offset(),
+            });
         }
         let elem = self.value_type()?;
         let count = self.u64("array length")?;
@@ -200,7 +223,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, FormatError> {
     match version {
         2 | 3 => {}
         // A big-endian writer stores the version byte-swapped; say so rather than "bad version".
-        v if v & 0xFFFF == 0 && matches!(v.swap_bytes(), 2 | 3) => return Err(FormatError::BigEndian),
+        v if v & 0xFFFF == 0 && matches!(v.swap_bytes(), 2 | 3) => {
+            return Err(FormatError::BigEndian);
+        }
         v => return Err(FormatError::BadVersion(v)),
     }
     let n_tensors = c.u64("tensor count")?;
@@ -215,10 +240,13 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, FormatError> {
         if kv_index.contains_key(&key) {
             return Err(FormatError::DuplicateKey(key));
         }
-        let value = c
-            .value_type()
-            .and_then(|ty| c.value(ty, 0))
-            .map_err(|e| FormatError::InKey { key: key.clone(), source: Box::new(e) })?;
+        let value =
+            c.value_type()
+                .and_then(|ty| c.value(ty, 0))
+                .map_err(|e| FormatError::InKey {
+                    key: key.clone(),
+                    source: Box::new(e),
+                })?;
         kv_index.insert(key.clone(), kvs.len());
         kvs.push((key, value));
     }
@@ -234,8 +262,11 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, FormatError> {
     let mut tensor_index = HashMap::with_capacity((n_tensors as usize).min(MAX_RESERVE));
     for _ in 0..n_tensors {
         let name = c.string("tensor name")?;
-        let info = read_tensor_info(&mut c, &name, alignment)
-            .map_err(|e| FormatError::InTensor { name: name.clone(), source: Box::new(e) })?;
+        let info =
+            read_tensor_info(&mut c, &name, alignment).map_err(|e| FormatError::InTensor {
+                name: name.clone(),
+                source: Box::new(e),
+            })?;
         if tensor_index.contains_key(&name) {
             return Err(FormatError::DuplicateTensor(name));
         }
@@ -248,10 +279,22 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, FormatError> {
         FormatError::BadAlignment(format!("{alignment} (data section start overflows)"))
     })?;
     check_data_ranges(&tensors, data_offset, buf.len() as u64)?;
-    Ok(Header { version, kvs, kv_index, tensors, tensor_index, alignment, data_offset })
+    Ok(Header {
+        version,
+        kvs,
+        kv_index,
+        tensors,
+        tensor_index,
+        alignment,
+        data_offset,
+    })
 }
 
-fn read_tensor_info(c: &mut Cursor<'_>, name: &str, alignment: u64) -> Result<TensorInfo, FormatError> {
+fn read_tensor_info(
+    c: &mut Cursor<'_>,
+    name: &str,
+    alignment: u64,
+) -> Result<TensorInfo, FormatError> {
     let n_dims = c.u32("tensor dimension count")?;
     if n_dims as usize > MAX_DIMS {
         return Err(FormatError::TooManyDims(n_dims.into()));
@@ -273,10 +316,17 @@ fn read_tensor_info(c: &mut Cursor<'_>, name: &str, alignment: u64) -> Result<Te
     })
 }
 
-fn check_data_ranges(tensors: &[TensorInfo], data_offset: u64, file_len: u64) -> Result<(), FormatError> {
+fn check_data_ranges(
+    tensors: &[TensorInfo],
+    data_offset: u64,
+    file_len: u64,
+) -> Result<(), FormatError> {
     let mut ranges = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
-        let in_tensor = |e| FormatError::InTensor { name: t.name().to_owned(), source: Box::new(e) };
+        let in_tensor = |e| FormatError::InTensor {
+            name: t.name().to_owned(),
+            source: Box::new(e),
+        };
         let start = data_offset.checked_add(t.offset());
         let end = start.and_then(|s| s.checked_add(t.n_bytes()));
         match (start, end) {
@@ -288,7 +338,11 @@ fn check_data_ranges(tensors: &[TensorInfo], data_offset: u64, file_len: u64) ->
             _ => {
                 let start = start.unwrap_or(u64::MAX);
                 let end = end.unwrap_or(u64::MAX);
-                return Err(in_tensor(FormatError::DataPastEnd { start, end, file_len }));
+                return Err(in_tensor(FormatError::DataPastEnd {
+                    start,
+                    end,
+                    file_len,
+                }));
             }
         }
     }
@@ -298,7 +352,9 @@ fn check_data_ranges(tensors: &[TensorInfo], data_offset: u64, file_len: u64) ->
         if start < prev_end {
             return Err(FormatError::InTensor {
                 name: tensors[this].name().to_owned(),
-                source: Box::new(FormatError::Overlap { other: tensors[prev].name().to_owned() }),
+                source: Box::new(FormatError::Overlap {
+                    other: tensors[prev].name().to_owned(),
+                }),
             });
         }
     }

@@ -32,7 +32,10 @@ impl TensorInfo {
         offset: u64,
     ) -> Result<TensorInfo, FormatError> {
         let name = name.into();
-        let in_tensor = |e| FormatError::InTensor { name: name.clone(), source: Box::new(e) };
+        let in_tensor = |e| FormatError::InTensor {
+            name: name.clone(),
+            source: Box::new(e),
+        };
         if shape.len() > MAX_DIMS {
             return Err(in_tensor(FormatError::TooManyDims(shape.len() as u64)));
         }
@@ -46,14 +49,26 @@ impl TensorInfo {
             .ok_or_else(|| in_tensor(overflow()))?;
         let block = ty.block_size() as u64;
         if ne[0] % block != 0 {
-            return Err(in_tensor(FormatError::BlockMisaligned { ty, ne0: ne[0], block: ty.block_size() }));
+            return Err(in_tensor(FormatError::BlockMisaligned {
+                ty,
+                ne0: ne[0],
+                block: ty.block_size(),
+            }));
         }
         let n_bytes = (ne[0] / block)
             .checked_mul(ty.type_size() as u64)
             .and_then(|row| ne[1..].iter().try_fold(row, |acc, &d| acc.checked_mul(d)))
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(|| in_tensor(overflow()))?;
-        Ok(TensorInfo { name, ne, n_dims: shape.len(), ty, offset, n_elements, n_bytes })
+        Ok(TensorInfo {
+            name,
+            ne,
+            n_dims: shape.len(),
+            ty,
+            offset,
+            n_elements,
+            n_bytes,
+        })
     }
 
     pub fn name(&self) -> &str {

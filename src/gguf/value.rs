@@ -336,13 +336,20 @@ impl Array {
     pub fn to_u64s(&self) -> Option<Vec<u64>> {
         match self {
             Array::U64(v) => Some(v.clone()),
-            _ => self.to_i64s()?.into_iter().map(|x| u64::try_from(x).ok()).collect(),
+            _ => self
+                .to_i64s()?
+                .into_iter()
+                .map(|x| u64::try_from(x).ok())
+                .collect(),
         }
     }
 
     /// The elements as `u32` when the array holds integers of any width and each fits.
     pub fn to_u32s(&self) -> Option<Vec<u32>> {
-        self.to_u64s()?.into_iter().map(|x| u32::try_from(x).ok()).collect()
+        self.to_u64s()?
+            .into_iter()
+            .map(|x| u32::try_from(x).ok())
+            .collect()
     }
 
     /// The elements as `f32` when the array holds `F32`, `F64` or integers.

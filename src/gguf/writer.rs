@@ -82,17 +82,29 @@ impl GgufWriter {
 
     /// Appends a metadata entry. Keys must be unique; `general.alignment` must be a `U32` power
     /// of two (what llama.cpp and gguf-py accept); arrays may nest at most 8 deep.
-    pub fn add_kv(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), GgufError> {
+    pub fn add_kv(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<(), GgufError> {
         let key = key.into();
         let value = value.into();
         if self.keys.contains(&key) {
             return Err(declaring(FormatError::DuplicateKey(key)));
         }
-        let in_key = |e| declaring(FormatError::InKey { key: key.clone(), source: Box::new(e) });
+        let in_key = |e| {
+            declaring(FormatError::InKey {
+                key: key.clone(),
+                source: Box::new(e),
+            })
+        };
         if let Value::Array(a) = &value
             && array_depth(a) > MAX_ARRAY_DEPTH
         {
-            return Err(in_key(FormatError::TooDeep { max: MAX_ARRAY_DEPTH, offset: 0 }));
+            return Err(in_key(FormatError::TooDeep {
+                max: MAX_ARRAY_DEPTH,
+                offset: 0,
+            }));
         }
         if key == "general.alignment" {
             if value.value_type() != ValueType::U32 {
@@ -107,11 +119,19 @@ impl GgufWriter {
 
     /// Appends a tensor of shape `shape` (ggml `ne` order, row length first) and type `ty`.
     /// Names must be unique and at most 63 bytes; rows must be whole blocks of `ty`.
-    pub fn add_tensor(&mut self, name: impl Into<String>, shape: &[u64], ty: GgmlType) -> Result<(), GgufError> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[u64],
+        ty: GgmlType,
+    ) -> Result<(), GgufError> {
         let name = name.into();
         if name.len() > MAX_NAME_BYTES {
             let len = name.len();
-            return Err(declaring(FormatError::InTensor { name, source: Box::new(FormatError::NameTooLong { len }) }));
+            return Err(declaring(FormatError::InTensor {
+                name,
+                source: Box::new(FormatError::NameTooLong { len }),
+            }));
         }
         if self.names.contains(&name) {
             return Err(declaring(FormatError::DuplicateTensor(name)));
@@ -139,7 +159,9 @@ impl GgufWriter {
                 .ok_or_else(|| {
                     declaring(FormatError::InTensor {
                         name: t.name().to_owned(),
-                        source: Box::new(FormatError::ElementOverflow { ne: t.shape().to_vec() }),
+                        source: Box::new(FormatError::ElementOverflow {
+                            ne: t.shape().to_vec(),
+                        }),
                     })
                 })?;
         }
@@ -167,7 +189,8 @@ impl GgufWriter {
             b.extend_from_slice(&t.ty().id().to_le_bytes());
             b.extend_from_slice(&t.offset().to_le_bytes());
         }
-        let padded = align_up(b.len() as u64, self.alignment()).expect("header is far below u64::MAX");
+        let padded =
+            align_up(b.len() as u64, self.alignment()).expect("header is far below u64::MAX");
         b.resize(padded as usize, 0);
         b
     }
@@ -179,8 +202,16 @@ impl GgufWriter {
 
     fn start<W: Write>(self, mut out: W, path: String) -> Result<TensorWriter<W>, GgufError> {
         let tensors = self.tensor_infos()?;
-        out.write_all(&self.encode_header(&tensors)).map_err(|e| GgufError::io(&path, e))?;
-        Ok(TensorWriter { out, path, alignment: self.alignment(), tensors, next: 0, poisoned: false })
+        out.write_all(&self.encode_header(&tensors))
+            .map_err(|e| GgufError::io(&path, e))?;
+        Ok(TensorWriter {
+            out,
+            path,
+            alignment: self.alignment(),
+            tensors,
+            next: 0,
+            poisoned: false,
+        })
     }
 
     /// Creates a temporary file next to `path`, writes the header into it, and returns the
@@ -191,7 +222,12 @@ impl GgufWriter {
         let name = target.display().to_string();
         let (tmp, file) = create_temp(&target).map_err(|e| GgufError::io(&name, e))?;
         // From here the guard removes the temporary file on any early return.
-        let mut guard = GgufFileWriter { inner: None, tmp, target, renamed: false };
+        let mut guard = GgufFileWriter {
+            inner: None,
+            tmp,
+            target,
+            renamed: false,
+        };
         guard.inner = Some(self.start(BufWriter::with_capacity(BUF_CAPACITY, file), name)?);
         Ok(guard)
     }
@@ -249,9 +285,9 @@ fn put_array(b: &mut Vec<u8>, a: &Array) {
 /// atomic (same file system) and concurrent writers never share a temporary file.
 fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?;
+    let file_name = target.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name")
+    })?;
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut name = file_name.to_os_string();
@@ -327,18 +363,33 @@ impl<W: Write> TensorWriter<W> {
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), GgufError> {
         if self.poisoned {
-            return Err(GgufError::Poisoned { path: self.path.clone() });
+            return Err(GgufError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         let Some(t) = self.tensors.get(self.next) else {
-            return Err(GgufError::TooManyTensors { path: self.path.clone(), declared: self.tensors.len() });
+            return Err(GgufError::TooManyTensors {
+                path: self.path.clone(),
+                declared: self.tensors.len(),
+            });
         };
         // Stays set unless this tensor completes, since the output is then out of step.
         self.poisoned = true;
         let expected = t.n_bytes();
-        let mut lim = Limited { inner: &mut self.out, written: 0, limit: expected, refused: 0 };
+        let mut lim = Limited {
+            inner: &mut self.out,
+            written: 0,
+            limit: expected,
+            refused: 0,
+        };
         let result = produce(&mut lim);
         let (written, refused) = (lim.written, lim.refused);
-        let size_error = |got| GgufError::TensorSize { path: self.path.clone(), name: t.name().to_owned(), expected, got };
+        let size_error = |got| GgufError::TensorSize {
+            path: self.path.clone(),
+            name: t.name().to_owned(),
+            expected,
+            got,
+        };
         if refused > 0 {
             return Err(size_error(written + refused));
         }
@@ -349,7 +400,9 @@ impl<W: Write> TensorWriter<W> {
         let mut pad = align_up(expected, self.alignment).expect("checked when declared") - expected;
         while pad > 0 {
             let n = pad.min(ZEROS.len() as u64) as usize;
-            self.out.write_all(&ZEROS[..n]).map_err(|e| GgufError::io(&self.path, e))?;
+            self.out
+                .write_all(&ZEROS[..n])
+                .map_err(|e| GgufError::io(&self.path, e))?;
             pad -= n as u64;
         }
         self.next += 1;
@@ -373,7 +426,9 @@ impl<W: Write> TensorWriter<W> {
     /// Checks that every tensor was written, flushes, and returns the output.
     pub fn finish(mut self) -> Result<W, GgufError> {
         if self.poisoned {
-            return Err(GgufError::Poisoned { path: self.path.clone() });
+            return Err(GgufError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         if self.next < self.tensors.len() {
             return Err(GgufError::MissingTensors {
@@ -410,12 +465,18 @@ impl GgufFileWriter {
 
     /// See [`TensorWriter::tensors`].
     pub fn tensors(&self) -> &[TensorInfo] {
-        self.inner.as_ref().expect("present until finish or drop").tensors()
+        self.inner
+            .as_ref()
+            .expect("present until finish or drop")
+            .tensors()
     }
 
     /// See [`TensorWriter::next_tensor`].
     pub fn next_tensor(&self) -> Option<&TensorInfo> {
-        self.inner.as_ref().expect("present until finish or drop").next_tensor()
+        self.inner
+            .as_ref()
+            .expect("present until finish or drop")
+            .next_tensor()
     }
 
     /// See [`TensorWriter::write_tensor_data`].
@@ -445,7 +506,9 @@ impl GgufFileWriter {
         let inner = self.inner.take().expect("present until finish or drop");
         let path = inner.path.clone();
         let result = inner.finish().and_then(|buf| {
-            let file = buf.into_inner().map_err(|e| GgufError::io(&path, e.into_error()))?;
+            let file = buf
+                .into_inner()
+                .map_err(|e| GgufError::io(&path, e.into_error()))?;
             drop(file);
             fs::rename(&self.tmp, &self.target).map_err(|e| GgufError::io(&path, e))
         });
