@@ -168,7 +168,8 @@ impl GgufWriter {
         Ok(out)
     }
 
-    /// The header: magic, counts, metadata, tensor infos and the padding up to the data section.
+    /// The header: magic, counts, metadata and tensor infos, without the padding up to the data
+    /// section (streamed, since a large alignment makes it large).
     fn encode_header(&self, infos: &[TensorInfo]) -> Vec<u8> {
         let mut b = Vec::with_capacity(4096);
         b.extend_from_slice(&MAGIC);
@@ -189,9 +190,6 @@ impl GgufWriter {
             b.extend_from_slice(&t.ty().id().to_le_bytes());
             b.extend_from_slice(&t.offset().to_le_bytes());
         }
-        let padded =
-            align_up(b.len() as u64, self.alignment()).expect("header is far below u64::MAX");
-        b.resize(padded as usize, 0);
         b
     }
 
@@ -202,12 +200,17 @@ impl GgufWriter {
 
     fn start<W: Write>(self, mut out: W, path: String) -> Result<TensorWriter<W>, GgufError> {
         let tensors = self.tensor_infos()?;
-        out.write_all(&self.encode_header(&tensors))
-            .map_err(|e| GgufError::io(&path, e))?;
+        let header = self.encode_header(&tensors);
+        let alignment = self.alignment();
+        let len = header.len() as u64;
+        let pad = align_up(len, alignment).expect("header is far below u64::MAX") - len;
+        let io = |e| GgufError::io(&path, e);
+        out.write_all(&header).map_err(io)?;
+        write_zeros(&mut out, pad).map_err(io)?;
         Ok(TensorWriter {
             out,
             path,
-            alignment: self.alignment(),
+            alignment,
             tensors,
             next: 0,
             poisoned: false,
@@ -338,7 +341,15 @@ impl<W: Write> Write for Limited<'_, W> {
     }
 }
 
-const ZEROS: [u8; 256] = [0; 256];
+fn write_zeros(out: &mut impl Write, mut n: u64) -> io::Result<()> {
+    const ZEROS: [u8; 256] = [0; 256];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        out.write_all(&ZEROS[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
+}
 
 impl<W: Write> TensorWriter<W> {
     /// The tensors, with their data offsets, in the order their data must be written.
@@ -397,14 +408,8 @@ impl<W: Write> TensorWriter<W> {
         if written != expected {
             return Err(size_error(written));
         }
-        let mut pad = align_up(expected, self.alignment).expect("checked when declared") - expected;
-        while pad > 0 {
-            let n = pad.min(ZEROS.len() as u64) as usize;
-            self.out
-                .write_all(&ZEROS[..n])
-                .map_err(|e| GgufError::io(&self.path, e))?;
-            pad -= n as u64;
-        }
+        let pad = align_up(expected, self.alignment).expect("checked when declared") - expected;
+        write_zeros(&mut self.out, pad).map_err(|e| GgufError::io(&self.path, e))?;
         self.next += 1;
         self.poisoned = false;
         Ok(())
