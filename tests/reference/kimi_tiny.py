@@ -25,8 +25,9 @@ import torch
 # Configurations
 # --------------------------------------------------------------------------------------------------
 # Every config keeps KDA heads == MLA heads (llama.cpp's GGUF has one attention.head_count for both),
-# and makes KDA width (heads*head_dim) and MLA width (heads*v_head_dim) differ from hidden_size,
-# as in the real model (4096 vs 2304), so that a transposed or mis-sized matrix cannot go unnoticed.
+# and makes the KDA width (heads*head_dim) and the MLA q width (heads*(nope+rope)) differ from hidden_size,
+# as in the real model (4096 / 6144 vs 2304), so a transposed or mis-sized matrix cannot go unnoticed. The MLA
+# value width (heads*v_head_dim) differs from hidden in tiny-b and tiny-c and equals it in tiny-a and tiny-d.
 TINY_CONFIGS: dict[str, dict] = {
     # tiny-a: the smallest case, close to the spec §8 recipe. KDA head_dim 32, one dense layer,
     # one shared expert, the only MLA layer is the LAST layer (like the real model's layer 26).
