@@ -1,0 +1,139 @@
+//! kiln-convert: Hugging Face Kimi Linear checkpoint → GGUF that kiln and llama.cpp load.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser};
+use kiln_convert::convert::{self, TypeChoice};
+use kiln_convert::recipe::{FileType, Override, Recipe, parse_size, tensor_bytes};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln-convert",
+    version,
+    about = "Kimi Linear checkpoint → llama.cpp-compatible GGUF"
+)]
+struct Cli {
+    /// Checkpoint directory (config.json, *.safetensors, model.safetensors.index.json).
+    checkpoint: PathBuf,
+    /// Output GGUF file.
+    #[arg(short, long, required_unless_present = "plan")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    types: TypeArgs,
+    /// Print the per-tensor plan and the resulting size; write nothing.
+    #[arg(long)]
+    plan: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct TypeArgs {
+    /// f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q3_k_m, q3_k_s, q2_k, q4_k (pure).
+    #[arg(short = 't', long = "type", default_value = "bf16")]
+    ty: String,
+    /// Per-tensor type override, REGEX=TYPE (first match wins); may be repeated.
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    tensor_type: Vec<String>,
+    /// Pick per-tensor types that fit this size (e.g. 22GiB) with the least expected loss.
+    #[arg(long)]
+    target_size: Option<String>,
+    /// Every quantizable tensor in the base type of --type (llama-quantize --pure).
+    #[arg(long)]
+    pure: bool,
+}
+
+impl TypeArgs {
+    fn choice(&self) -> Result<(FileType, TypeChoice)> {
+        let Some(ft) = FileType::parse(&self.ty) else {
+            bail!(
+                "unknown --type {:?} (one of: {})",
+                self.ty,
+                FileType::all_names().collect::<Vec<_>>().join(", ")
+            );
+        };
+        let mut recipe = Recipe::new(ft);
+        recipe.pure = self.pure;
+        for spec in &self.tensor_type {
+            recipe.overrides.push(Override::parse(spec)?);
+        }
+        let target_size = self.target_size.as_deref().map(parse_size).transpose()?;
+        Ok((
+            ft,
+            TypeChoice {
+                recipe,
+                target_size,
+            },
+        ))
+    }
+}
+
+fn print_plan(jobs: &[kiln_convert::write::TensorJob]) {
+    let mut total = 0u64;
+    let mut params = 0u64;
+    for j in jobs {
+        let b = tensor_bytes(j.ty, &j.ne);
+        total += b;
+        params += j.ne.iter().product::<usize>() as u64;
+        println!(
+            "{:<40} {:>24} {:>6} {:>12}",
+            j.name,
+            format!("{:?}", j.ne),
+            j.ty.name(),
+            b
+        );
+    }
+    println!(
+        "total: {} tensors, {} bytes ({:.2} GiB) of tensor data, {:.3} B params, {:.2} bits per weight",
+        jobs.len(),
+        total,
+        total as f64 / (1u64 << 30) as f64,
+        params as f64 / 1e9,
+        total as f64 * 8.0 / params.max(1) as f64
+    );
+}
+
+fn run_convert(cli: &Cli) -> Result<()> {
+    let (ft, choice) = cli.types.choice()?;
+    let plan = convert::plan(&cli.checkpoint, &choice)?;
+    if cli.plan {
+        print_plan(&plan.jobs);
+        return Ok(());
+    }
+    let out = cli.output.as_deref().context("--output is required")?;
+    check_output(out)?;
+    let name = convert::model_name(&cli.checkpoint);
+    let summary = convert::write(&plan, out, &name, ft.llama_ftype(), Vec::new(), !cli.quiet)?;
+    eprintln!("wrote {}: {summary}", out.display());
+    Ok(())
+}
+
+/// Refuses an output that would overwrite the input or whose directory does not exist, before
+/// any work is done.
+fn check_output(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: output directory {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    if out.is_dir() {
+        bail!("{}: is a directory", out.display());
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run_convert(&cli) {
+        // One line: the chain of causes joined, most specific last.
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,176 @@
+//! Streams tensors into a GGUF file: each tensor is produced a bounded chunk of rows at a time
+//! as f32, quantized to its type (rows in parallel), and appended. Memory stays at a chunk or
+//! two whatever the model size. The file only appears under its name when every byte is written.
+
+use crate::metadata::Metadata;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln::gguf::GgufWriter;
+use kiln::quant::{self, GgmlType};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// About 16 MiB of f32 per chunk: big enough to keep every core busy quantizing, small enough
+/// that two of them (f32 in, blocks out) are a rounding error next to the model.
+pub const CHUNK_ELEMS: usize = 4 << 20;
+
+/// A tensor to write: name, ggml dims and type.
+#[derive(Clone, Debug)]
+pub struct TensorJob {
+    pub name: String,
+    pub ne: Vec<usize>,
+    pub ty: GgmlType,
+}
+
+impl TensorJob {
+    pub fn n_rows(&self) -> usize {
+        self.ne[1..].iter().product()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        crate::recipe::tensor_bytes(self.ty, &self.ne)
+    }
+}
+
+/// Produces the f32 rows of the tensors being written.
+pub trait RowSource: Sync {
+    /// Fills `out` (whole rows) with rows starting at `r0` of tensor `index`.
+    fn fill(&self, index: usize, r0: usize, out: &mut [f32]) -> Result<(), String>;
+    /// Rows `[r0, r1)` of tensor `index` are written; their source may be released.
+    fn done(&self, _index: usize, _r0: usize, _r1: usize) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Gguf(#[from] kiln::gguf::GgufError),
+    #[error("tensor {tensor}: {reason}")]
+    Tensor { tensor: String, reason: String },
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub tensors: usize,
+    pub data_bytes: u64,
+    pub file_bytes: u64,
+    pub params: u64,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn bits_per_weight(&self) -> f64 {
+        if self.params == 0 {
+            0.0
+        } else {
+            self.data_bytes as f64 * 8.0 / self.params as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} tensors, {:.2} GiB ({} bytes), {:.3} B params, {:.2} bits per weight, {:.1} s ({:.0} MiB/s)",
+            self.tensors,
+            self.file_bytes as f64 / (1u64 << 30) as f64,
+            self.file_bytes,
+            self.params as f64 / 1e9,
+            self.bits_per_weight(),
+            secs,
+            self.data_bytes as f64 / (1u64 << 20) as f64 / secs.max(1e-9),
+        )
+    }
+}
+
+fn progress_bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
+}
+
+/// Writes `meta` and `jobs` to `path` (atomically) with data from `rows`.
+pub fn write_gguf(
+    path: &Path,
+    meta: &Metadata,
+    jobs: &[TensorJob],
+    rows: &dyn RowSource,
+    show_progress: bool,
+) -> Result<Summary, WriteError> {
+    let start = Instant::now();
+    let mut w = GgufWriter::new();
+    for (k, v) in meta {
+        w.add_kv(k.clone(), v.clone())?;
+    }
+    for j in jobs {
+        let ne: Vec<u64> = j.ne.iter().map(|&d| d as u64).collect();
+        w.add_tensor(j.name.clone(), &ne, j.ty)?;
+    }
+    let mut out = w.create(path)?;
+    let total: u64 = jobs.iter().map(TensorJob::bytes).sum();
+    let pb = progress_bar(total, show_progress);
+    for (i, j) in jobs.iter().enumerate() {
+        pb.set_message(j.name.clone());
+        let mut failure: Option<String> = None;
+        let res = out.write_tensor_with(|wr| {
+            write_tensor(i, j, rows, wr, &pb).map_err(|e| {
+                failure = Some(e.clone());
+                std::io::Error::other(e)
+            })
+        });
+        if let Some(reason) = failure {
+            return Err(WriteError::Tensor {
+                tensor: j.name.clone(),
+                reason,
+            });
+        }
+        res?;
+    }
+    out.finish()?;
+    pb.finish_and_clear();
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(Summary {
+        tensors: jobs.len(),
+        data_bytes: total,
+        file_bytes,
+        params: jobs
+            .iter()
+            .map(|j| j.ne.iter().product::<usize>() as u64)
+            .sum(),
+        elapsed: start.elapsed(),
+    })
+}
+
+fn write_tensor(
+    i: usize,
+    j: &TensorJob,
+    rows: &dyn RowSource,
+    wr: &mut dyn Write,
+    pb: &ProgressBar,
+) -> Result<(), String> {
+    let n = j.ne[0];
+    let nrows = j.n_rows();
+    let per = (CHUNK_ELEMS / n).max(1);
+    let mut buf = vec![0f32; per.min(nrows) * n];
+    let mut r0 = 0;
+    while r0 < nrows {
+        let r1 = (r0 + per).min(nrows);
+        let chunk = &mut buf[..(r1 - r0) * n];
+        rows.fill(i, r0, chunk)?;
+        let bytes = quant::quantize_rows(j.ty, chunk, n, None).map_err(|e| e.to_string())?;
+        wr.write_all(&bytes).map_err(|e| e.to_string())?;
+        rows.done(i, r0, r1);
+        pb.inc(bytes.len() as u64);
+        r0 = r1;
+    }
+    Ok(())
+}
