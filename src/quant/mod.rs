@@ -8,8 +8,10 @@
 mod float;
 mod k_quants;
 mod legacy;
+mod simd;
 pub mod types;
 
+pub use float::{BF16, F16};
 pub use types::GgmlType;
 
 use rayon::prelude::*;
