@@ -12,6 +12,7 @@ mod simd;
 pub mod types;
 
 pub use float::{BF16, F16};
+pub use k_quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 pub use types::GgmlType;
 
 use rayon::prelude::*;
@@ -21,9 +22,17 @@ pub enum QuantError {
     #[error("type {0} has no kernels in kiln")]
     Unsupported(GgmlType),
     #[error("{ty}: a row of {n} elements is not a whole number of {block}-element blocks")]
-    RowNotBlockAligned { ty: GgmlType, n: usize, block: usize },
+    RowNotBlockAligned {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
     #[error("{ty}: expected {expected} bytes, got {got}")]
-    ByteLength { ty: GgmlType, expected: usize, got: usize },
+    ByteLength {
+        ty: GgmlType,
+        expected: usize,
+        got: usize,
+    },
     #[error("importance weights: expected {expected} values, got {got}")]
     ImatrixLength { expected: usize, got: usize },
 }
@@ -50,7 +59,12 @@ pub trait RowCodec: Sync {
     fn ty(&self) -> GgmlType;
     fn dot_type(&self) -> GgmlType;
     /// Quantizes one row of `x.len()` values into `out` (exactly the row's byte size).
-    fn quantize_row(&self, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) -> Result<(), QuantError>;
+    fn quantize_row(
+        &self,
+        x: &[f32],
+        out: &mut [u8],
+        imatrix: Option<&[f32]>,
+    ) -> Result<(), QuantError>;
     /// Dequantizes one row held in `bytes` into `out`.
     fn dequantize_row(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError>;
     /// Dot product of one weight row with one activation row of `dot_type()`.
@@ -79,11 +93,19 @@ fn blocks_of<B: Block>(bytes: &[u8]) -> std::borrow::Cow<'_, [B]> {
 
 fn check_len<B: Block>(n: usize, bytes: usize) -> Result<usize, QuantError> {
     if n % B::SIZE != 0 {
-        return Err(QuantError::RowNotBlockAligned { ty: B::TYPE, n, block: B::SIZE });
+        return Err(QuantError::RowNotBlockAligned {
+            ty: B::TYPE,
+            n,
+            block: B::SIZE,
+        });
     }
     let expected = n / B::SIZE * std::mem::size_of::<B>();
     if bytes != expected {
-        return Err(QuantError::ByteLength { ty: B::TYPE, expected, got: bytes });
+        return Err(QuantError::ByteLength {
+            ty: B::TYPE,
+            expected,
+            got: bytes,
+        });
     }
     Ok(n / B::SIZE)
 }
@@ -97,12 +119,20 @@ impl<B: Block> RowCodec for Codec<B> {
         <B::Dot as Block>::TYPE
     }
 
-    fn quantize_row(&self, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) -> Result<(), QuantError> {
+    fn quantize_row(
+        &self,
+        x: &[f32],
+        out: &mut [u8],
+        imatrix: Option<&[f32]>,
+    ) -> Result<(), QuantError> {
         let nb = check_len::<B>(x.len(), out.len())?;
         if let Some(w) = imatrix
             && w.len() != x.len()
         {
-            return Err(QuantError::ImatrixLength { expected: x.len(), got: w.len() });
+            return Err(QuantError::ImatrixLength {
+                expected: x.len(),
+                got: w.len(),
+            });
         }
         match bytemuck::try_cast_slice_mut::<u8, B>(out) {
             Ok(blocks) => B::quantize(x, blocks, imatrix),
@@ -148,9 +178,17 @@ pub fn quantize_rows(
     let c = codec(ty)?;
     let row_bytes = ty
         .row_bytes(n_per_row)
-        .ok_or(QuantError::RowNotBlockAligned { ty, n: n_per_row, block: ty.block_size() })?;
+        .ok_or(QuantError::RowNotBlockAligned {
+            ty,
+            n: n_per_row,
+            block: ty.block_size(),
+        })?;
     if n_per_row == 0 || src.len() % n_per_row != 0 {
-        return Err(QuantError::RowNotBlockAligned { ty, n: src.len(), block: n_per_row.max(1) });
+        return Err(QuantError::RowNotBlockAligned {
+            ty,
+            n: src.len(),
+            block: n_per_row.max(1),
+        });
     }
     let mut out = vec![0u8; src.len() / n_per_row * row_bytes];
     out.par_chunks_mut(row_bytes)
