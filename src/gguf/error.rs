@@ -10,12 +10,10 @@ use super::value::ValueType;
 /// in-memory buffers, or `<new GGUF>` for declarations not yet bound to a file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    // The io error is part of the message and deliberately not a `#[source]`: anyhow's `{:#}`
+    // would print it twice.
+    #[error("{path}: {error}")]
+    Io { path: String, error: io::Error },
     #[error("{path}: {kind}")]
     Format { path: String, kind: FormatError },
     #[error("{path}: no tensor named {name:?}")]
@@ -43,7 +41,7 @@ impl GgufError {
     pub(crate) fn io(path: &str, source: io::Error) -> Self {
         GgufError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         }
     }
 
