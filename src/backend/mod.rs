@@ -1,0 +1,274 @@
+//! The seam between the model and the hardware (DESIGN.md §2).
+//!
+//! The model is written once over [`Backend`], a short list of the fused operations Kimi Linear
+//! needs; it is not a tensor library. Buffers are opaque: weights stay in their raw GGUF block
+//! format wherever the backend keeps them, activations and state are f32 buffers that only the
+//! backend touches. Nothing in the per-token loop reads back to the host except [`Backend::read`]
+//! (logits) and [`Backend::argmax`].
+//!
+//! Every activation buffer holds `t` rows of a fixed width, row-major; the widths follow from
+//! the weights and the dimension structs passed along.
+
+pub mod cpu;
+pub mod wgpu;
+
+use crate::quant::{GgmlType, QuantError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("tensor {name}: {ty} has no kernels in this backend")]
+    UnsupportedType { name: String, ty: GgmlType },
+    #[error("tensor {name}: {bytes} bytes do not hold a {ty} tensor of shape {ne:?}")]
+    ByteLength {
+        name: String,
+        ty: GgmlType,
+        ne: [usize; 4],
+        bytes: usize,
+    },
+    #[error("tensor {name}: expected {expected}, got shape {ne:?}")]
+    Shape {
+        name: String,
+        expected: String,
+        ne: [usize; 4],
+    },
+    #[error("buffer of {len} values is too small for {needed}")]
+    BufferTooSmall { len: usize, needed: usize },
+    #[error("token id {id} is outside the embedding table of {rows} rows")]
+    TokenOutOfRange { id: u32, rows: usize },
+    #[error("MLA cache holds {capacity} positions; {needed} are needed")]
+    CacheFull { capacity: usize, needed: usize },
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// The GPU device reported an error (validation, out of memory, no adapter).
+    #[error("gpu: {0}")]
+    Gpu(String),
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// A tensor as the GGUF file holds it: `ne[0]` is the row length (fastest), unused dims are 1.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorBytes<'w> {
+    pub name: &'w str,
+    pub ty: GgmlType,
+    pub ne: [usize; 4],
+    pub bytes: &'w [u8],
+}
+
+impl TensorBytes<'_> {
+    pub fn n_elements(&self) -> usize {
+        self.ne.iter().product()
+    }
+}
+
+/// Dimensions of a KDA layer: `heads` heads of `head_dim` key and value channels.
+#[derive(Clone, Copy, Debug)]
+pub struct KdaDims {
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Short-convolution width (4): the state keeps `conv_kernel - 1` past inputs per channel.
+    pub conv_kernel: usize,
+    /// eps inside the square root of the q/k L2 norm.
+    pub l2_eps: f32,
+}
+
+impl KdaDims {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// The five per-token inputs of the delta rule, all `[t, heads * head_dim]` except `beta`
+/// (`[t, heads]`); q and k are raw (normalised inside the op), g is the log-space decay.
+pub struct KdaInputs<'a, B: Backend + ?Sized> {
+    pub q: &'a B::Buf,
+    pub k: &'a B::Buf,
+    pub v: &'a B::Buf,
+    pub g: &'a B::Buf,
+    pub beta: &'a B::Buf,
+}
+
+/// Dimensions of an MLA layer.
+#[derive(Clone, Copy, Debug)]
+pub struct MlaDims {
+    pub heads: usize,
+    pub kv_lora: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub v_dim: usize,
+    /// eps of the latent RMSNorm.
+    pub norm_eps: f32,
+}
+
+impl MlaDims {
+    /// Width of one cached token: the normalised latent then the shared rope key.
+    pub fn cache_width(&self) -> usize {
+        self.kv_lora + self.rope
+    }
+}
+
+/// The weights the absorbed MLA attention reads.
+pub struct MlaWeights<W> {
+    /// `[kv_lora]` RMSNorm weight of the latent.
+    pub kv_norm: W,
+    /// ne `[nope, kv_lora, heads]`: per head, `W_UK(h)ᵀ` (kv_lora rows of nope).
+    pub k_b: W,
+    /// ne `[kv_lora, v_dim, heads]`: per head, `W_UV(h)` (v_dim rows of kv_lora).
+    pub v_b: W,
+}
+
+/// A SwiGLU feed-forward: `down(silu(gate x) ⊙ up x)`.
+pub struct FfnWeights<W> {
+    pub gate: W,
+    pub up: W,
+    pub down: W,
+}
+
+/// A mixture-of-experts block with sigmoid routing.
+pub struct MoeWeights<W> {
+    /// ne `[hidden, n_expert]`.
+    pub router: W,
+    /// `[n_expert]` correction bias, used only to choose experts.
+    pub bias: W,
+    /// ne `[hidden, ff, n_expert]`, `[hidden, ff, n_expert]`, `[ff, hidden, n_expert]`.
+    pub experts: FfnWeights<W>,
+    pub shared: Option<FfnWeights<W>>,
+    pub n_used: usize,
+    /// routed_scaling_factor: multiplies the renormalised expert weights.
+    pub scale: f32,
+}
+
+/// The operations the model runs. Ops write into caller-allocated buffers; `t` is the number of
+/// token rows in the call.
+pub trait Backend: Sync {
+    /// A weight tensor in its GGUF block format; may borrow the mapped file for `'w`.
+    type Weight<'w>: Sync;
+    /// An f32 buffer of activations or state.
+    type Buf: Send;
+
+    fn name(&self) -> &'static str;
+
+    /// Makes a weight usable by the kernels, from the raw bytes of the file.
+    fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<Self::Weight<'w>>;
+    /// A zeroed buffer of `len` f32 values.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()>;
+    fn zero(&self, buf: &mut Self::Buf) -> Result<()>;
+    /// Copies `len` values from `src[src_off..]` to `dst[dst_off..]`.
+    fn copy(
+        &self,
+        src: &Self::Buf,
+        src_off: usize,
+        dst: &mut Self::Buf,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// Copies the first `len` values back to the host (logits).
+    fn read(&self, buf: &Self::Buf, len: usize) -> Result<Vec<f32>>;
+    /// Index of the largest value of each of `t` rows of width `cols`.
+    fn argmax(&self, x: &Self::Buf, t: usize, cols: usize) -> Result<Vec<u32>>;
+
+    /// Rows `ids` of the table (ne `[hidden, vocab]`) into `out` `[t, hidden]`, as f32.
+    fn embed(&self, table: &Self::Weight<'_>, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
+    /// `out[t, rows] = x[t, cols] · Wᵀ` for W with ne `[cols, rows]`.
+    fn matmul(
+        &self,
+        w: &Self::Weight<'_>,
+        x: &Self::Buf,
+        t: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `out = w ⊙ x / sqrt(mean(x²) + eps)` per row of width `w`'s length.
+    fn rms_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Weight<'_>,
+        eps: f32,
+        t: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `gate ← silu(gate) ⊙ up` over `t` rows of width `n`.
+    fn swiglu(&self, gate: &mut Self::Buf, up: &Self::Buf, t: usize, n: usize) -> Result<()>;
+    /// `acc ← acc + x` over the first `len` values.
+    fn add(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> Result<()>;
+
+    /// Causal depthwise convolution then SiLU over `t` rows of `x` `[t, channels]`. The state
+    /// `[conv_kernel - 1, channels]` holds the inputs before the first row, oldest first, and is
+    /// advanced past the last row.
+    fn short_conv(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Weight<'_>,
+        state: &mut Self::Buf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// In place: `g ← a[h] · softplus(g + dt_bias)` (`a` = −exp(A_log) per head) and
+    /// `beta ← sigmoid(beta)`.
+    fn kda_gate(
+        &self,
+        g: &mut Self::Buf,
+        beta: &mut Self::Buf,
+        dt_bias: &Self::Weight<'_>,
+        a: &Self::Weight<'_>,
+        t: usize,
+        dims: KdaDims,
+    ) -> Result<()>;
+    /// The delta rule one token at a time; `state` is `[heads, head_dim (key), head_dim (value)]`.
+    fn kda_recurrent(
+        &self,
+        x: KdaInputs<'_, Self>,
+        state: &mut Self::Buf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// The same result as [`Backend::kda_recurrent`], computed chunk by chunk (prefill).
+    fn kda_chunked(
+        &self,
+        x: KdaInputs<'_, Self>,
+        state: &mut Self::Buf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// In place per head: `o ← w ⊙ o / sqrt(mean(o²) + eps) ⊙ sigmoid(gate)`.
+    fn gated_rms_norm(
+        &self,
+        o: &mut Self::Buf,
+        gate: &Self::Buf,
+        w: &Self::Weight<'_>,
+        eps: f32,
+        t: usize,
+        dims: KdaDims,
+    ) -> Result<()>;
+
+    /// Absorbed MLA over the latent cache. `q` is `[t, heads, nope + rope]`, `kv` the raw
+    /// `[t, kv_lora + rope]` down-projection of the new tokens: the op normalises their latents,
+    /// appends them at positions `pos..pos + t` of `cache` (`[capacity, kv_lora + rope]`), and
+    /// writes causal attention over positions `0..=pos + i` into `out` `[t, heads, v_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn mla_attention(
+        &self,
+        q: &Self::Buf,
+        kv: &Self::Buf,
+        w: &MlaWeights<Self::Weight<'_>>,
+        cache: &mut Self::Buf,
+        pos: usize,
+        t: usize,
+        dims: MlaDims,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// Mixture of experts over `x` `[t, hidden]` into `out` `[t, hidden]`: sigmoid router,
+    /// top-`n_used` by score + bias, unbiased scores renormalised and scaled, only the chosen
+    /// experts' rows read, shared expert added.
+    fn moe(
+        &self,
+        x: &Self::Buf,
+        w: &MoeWeights<Self::Weight<'_>>,
+        t: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+}

@@ -1,0 +1,84 @@
+//! The whole model (spec §6): embedding, the pre-norm residual layer loop, final norm, lm head.
+
+use crate::backend::Backend;
+
+use super::cache::{HybridCache, LayerState};
+use super::weights::Mixer;
+use super::{Model, ModelError, ffn, kda, mla};
+
+/// Which positions get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every position of the call: `[t, vocab]`.
+    All,
+    /// Only the last position: `[1, vocab]` (generation).
+    Last,
+}
+
+impl<B: Backend> Model<'_, B> {
+    /// Runs `ids` as the next tokens of the sequence in `cache` and returns the logits buffer
+    /// (`[t or 1, vocab]`, f32). A prompt of any length is one call; decode is a call per token.
+    pub fn forward(
+        &self,
+        b: &B,
+        ids: &[u32],
+        cache: &mut HybridCache<B>,
+        which: Logits,
+    ) -> Result<B::Buf, ModelError> {
+        let cfg = &self.config;
+        let w = &self.weights;
+        let (t, d) = (ids.len(), cfg.hidden);
+        if t == 0 {
+            return Err(ModelError::NoTokens);
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= cfg.vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: cfg.vocab,
+            });
+        }
+        let pos = cache.pos;
+        if pos + t > cache.capacity {
+            return Err(ModelError::ContextFull {
+                needed: pos + t,
+                capacity: cache.capacity,
+            });
+        }
+
+        let mut h = b.alloc(t * d)?;
+        b.embed(&w.token_embd, ids, &mut h)?;
+        let mut normed = b.alloc(t * d)?;
+        let mut branch = b.alloc(t * d)?;
+        for (i, (layer, state)) in w.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            b.rms_norm(&h, &layer.attn_norm, cfg.rms_eps, t, &mut normed)?;
+            match (&layer.mixer, state) {
+                (Mixer::Kda(lw), LayerState::Kda { conv, state }) => {
+                    kda::forward(b, cfg, lw, conv, state, &normed, t, &mut branch)?
+                }
+                (Mixer::Mla(lw), LayerState::Mla { latents }) => {
+                    mla::forward(b, cfg, lw, latents, pos, &normed, t, &mut branch)?
+                }
+                _ => return Err(ModelError::CacheMismatch(i)),
+            }
+            b.add(&mut h, &branch, t * d)?;
+            b.rms_norm(&h, &layer.ffn_norm, cfg.rms_eps, t, &mut normed)?;
+            ffn::forward(b, &layer.ffn, cfg.dense_ff, &normed, t, &mut branch)?;
+            b.add(&mut h, &branch, t * d)?;
+        }
+        cache.pos += t;
+
+        // The lm head is the largest matrix: run it only on the rows that are asked for.
+        let rows = match which {
+            Logits::All => t,
+            Logits::Last => 1,
+        };
+        if rows < t {
+            b.copy(&h, (t - 1) * d, &mut branch, 0, d)?;
+            std::mem::swap(&mut h, &mut branch);
+        }
+        b.rms_norm(&h, &w.output_norm, cfg.rms_eps, rows, &mut normed)?;
+        let mut logits = b.alloc(rows * cfg.vocab)?;
+        b.matmul(&w.output, &normed, rows, &mut logits)?;
+        Ok(logits)
+    }
+}
