@@ -7,3 +7,4 @@ pub mod backend;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
