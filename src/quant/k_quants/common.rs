@@ -71,7 +71,8 @@ pub(super) fn f32_to_f16(f: f32) -> u16 {
     let sign = w & 0x8000_0000;
     let bias = (shl1_w & 0xFF00_0000).max(0x7100_0000);
 
-    base = f32::from_bits((bias >> 1) + 0x0780_0000) + base;
+    // ggml adds in the other order; IEEE addition commutes, so the bits are the same.
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
     let bits = base.to_bits();
     let exp_bits = (bits >> 13) & 0x0000_7C00;
     let mantissa_bits = bits & 0x0000_0FFF;
@@ -179,10 +180,10 @@ pub(super) fn make_qx_quants(
         iscale = -(nmaxf + 0.1 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for i in 0..n {
-            let qf = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) as f32;
+        for (i, &xi) in x.iter().enumerate() {
+            let qf = nearest_int(iscale * xi).clamp(-nmax, nmax - 1) as f32;
             let w = weight(i);
-            sumlx += w * x[i] * qf;
+            sumlx += w * xi * qf;
             suml2 += w * qf * qf;
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {

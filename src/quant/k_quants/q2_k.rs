@@ -110,8 +110,8 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ2K) {
 
     if max_scale > 0.0 {
         let iscale = Q4SCALE / max_scale;
-        for j in 0..QK_K / 16 {
-            y.scales[j] = nearest_int(iscale * scales[j]) as u8;
+        for (s, &v) in y.scales.iter_mut().zip(&scales) {
+            *s = nearest_int(iscale * v) as u8;
         }
         y.d = to_f16(max_scale / Q4SCALE);
     } else {
@@ -120,8 +120,8 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ2K) {
     }
     if max_min > 0.0 {
         let iscale = Q4SCALE / max_min;
-        for j in 0..QK_K / 16 {
-            y.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+        for (s, &m) in y.scales.iter_mut().zip(&mins) {
+            *s |= (nearest_int(iscale * m) << 4) as u8;
         }
         y.dmin = to_f16(max_min / Q4SCALE);
     } else {

@@ -60,7 +60,7 @@ fn quantize_block(x: &[f32; QK_K], y: &mut BlockQ6K, qw: Option<&[f32]>) {
 
     let mut max_scale = 0f32;
     let mut max_abs_scale = 0f32;
-    for ib in 0..QK_K / 16 {
+    for (ib, scale_ib) in scales.iter_mut().enumerate() {
         let range = 16 * ib..16 * ib + 16;
         let scale = make_qx_quants(
             32,
@@ -69,7 +69,7 @@ fn quantize_block(x: &[f32; QK_K], y: &mut BlockQ6K, qw: Option<&[f32]>) {
             1,
             qw.map(|w| &w[range]),
         );
-        scales[ib] = scale;
+        *scale_ib = scale;
         if scale.abs() > max_abs_scale {
             max_abs_scale = scale.abs();
             max_scale = scale;
