@@ -11,4 +11,5 @@ pub mod hf;
 pub mod mapping;
 pub mod metadata;
 pub mod recipe;
+pub mod synth;
 pub mod write;

@@ -574,8 +574,8 @@ mod tests {
         assert_eq!(get("blk.1.exp_probs_b.bias"), vec![8]);
         assert!(!l.iter().any(|t| t.name == "blk.0.ffn_gate_inp.weight"));
         assert!(!l.iter().any(|t| t.name.starts_with("blk.3.ssm")));
-        // 4 layers: 3 KDA × 16 + 1 MLA × 6 attention tensors; 1 dense × 3 + 3 MoE × 8 FFN; 2 norms each.
-        assert_eq!(l.len(), 3 + 3 * 16 + 6 + 3 + 3 * 8 + 4 * 2);
+        // 4 layers: 3 KDA × 15 + 1 MLA × 6 attention tensors; 1 dense × 3 + 3 MoE × 8 FFN; 2 norms each.
+        assert_eq!(l.len(), 3 + 3 * 15 + 6 + 3 + 3 * 8 + 4 * 2);
         assert_eq!(
             l.iter()
                 .find(|t| t.name == "blk.2.ffn_up_exps.weight")

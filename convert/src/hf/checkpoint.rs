@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 struct Shard {
     file_name: String,
     map: Mmap,
-    /// Byte offset of the data section (8-byte length + JSON header).
-    data_start: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -260,7 +258,6 @@ fn open_shard(
         Shard {
             file_name: name.to_string(),
             map,
-            data_start,
         },
         entries,
     ))
@@ -276,12 +273,5 @@ fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
             format!("truncated or corrupt header ({file_len} bytes)")
         }
         other => other.to_string(),
-    }
-}
-
-impl Shard {
-    #[allow(dead_code)]
-    fn data_start(&self) -> usize {
-        self.data_start
     }
 }
