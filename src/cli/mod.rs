@@ -1,6 +1,7 @@
 //! The `kiln` commands, one file each; `main.rs` only parses arguments and dispatches here.
 
 pub mod inspect;
+pub mod tokenize;
 
 /// Writes `text` to stdout; a closed pipe (`kiln inspect x.gguf | head`) is not an error.
 pub fn print_stdout(text: &str) -> anyhow::Result<()> {
