@@ -1,8 +1,8 @@
-//! The K-quants against ggml itself (through tests/ggml-oracle): quantized bytes and
-//! dequantized floats bit for bit, the portable dots bit for bit against ggml's generic dots
-//! (the oracle is built without AVX, so its dots are the generic code), and the AVX2 dots
-//! within f32 rounding of the portable ones. Inputs include the adversarial rows that break
-//! naive ports: zeros, constants, denormals, values near f32's limits, lone outliers.
+//! The K-quants against ggml itself (through tests/ggml-oracle): quantized bytes (both of
+//! `ggml_quantize_chunk`'s paths) and dequantized floats bit for bit, the AVX2 dots bit for bit
+//! against the oracle's ggml-cpu (built with AVX2 and FMA), the portable dots to f32 rounding.
+//! Inputs include the adversarial rows that break naive ports: zeros, constants, denormals,
+//! values near f32's limits, lone outliers, inf and NaN.
 
 use super::*;
 use crate::quant::{Block, codec};
@@ -82,6 +82,10 @@ fn rows(rng: &mut Rng, n: usize) -> Vec<(&'static str, Vec<f32>)> {
         outlier[b * QK_K + (b * 37 + 11) % QK_K] = if b % 2 == 0 { 50.0 } else { -80.0 };
     }
     out.push(("outlier", outlier));
+    let mut nonfinite = normal(rng, 1.0);
+    nonfinite[3] = f32::INFINITY;
+    nonfinite[n - 5] = f32::NAN;
+    out.push(("nonfinite", nonfinite));
     out
 }
 
