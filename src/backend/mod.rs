@@ -10,6 +10,7 @@
 //! the weights and the dimension structs passed along.
 
 pub mod cpu;
+pub mod wgpu;
 
 use crate::quant::{GgmlType, QuantError};
 

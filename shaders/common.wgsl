@@ -1,0 +1,38 @@
+// Byte access into GGUF blocks kept as raw bytes in `w: array<u32>` (declared by each kernel).
+// Blocks of Q8_0 (34 B), Q4_0 (18 B), Q5_0 (22 B), Q3_K (110 B) and Q6_K (210 B) are not
+// 4-byte aligned, so every multi-byte read goes through a stitching helper.
+
+// The 4 bytes at byte offset `off`, little endian, whatever its alignment.
+fn u32at(off: u32) -> u32 {
+    let i = off >> 2u;
+    let sh = (off & 3u) * 8u;
+    if sh == 0u {
+        return w[i];
+    }
+    return (w[i] >> sh) | (w[i + 1u] << (32u - sh));
+}
+
+fn byte_at(off: u32) -> u32 {
+    return (w[off >> 2u] >> ((off & 3u) * 8u)) & 0xffu;
+}
+
+// A 16-bit value at an even offset never straddles two words.
+fn u16at(off: u32) -> u32 {
+    return (w[off >> 2u] >> ((off & 2u) * 8u)) & 0xffffu;
+}
+
+fn f16at(off: u32) -> f32 {
+    return unpack2x16float(u16at(off)).x;
+}
+
+// The 4 bytes at `off` as unsigned values.
+fn b4(off: u32) -> vec4<u32> {
+    let x = u32at(off);
+    return vec4<u32>(x & 0xffu, (x >> 8u) & 0xffu, (x >> 16u) & 0xffu, x >> 24u);
+}
+
+// The 4 bytes at `off` as signed values.
+fn b4i(off: u32) -> vec4<i32> {
+    let x = bitcast<i32>(u32at(off));
+    return vec4<i32>((x << 24u) >> 24u, (x << 16u) >> 24u, (x << 8u) >> 24u, x >> 24u);
+}

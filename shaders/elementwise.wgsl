@@ -1,0 +1,136 @@
+// Row-wise and element-wise f32 kernels. Every entry point uses a subset of the same four
+// bindings; the host binds exactly the subset each one declares (see kernels.rs).
+
+struct Params {
+    n: u32,
+    t: u32,
+    eps: f32,
+    extra: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src0: array<f32>;
+@group(0) @binding(1) var<storage, read> src1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, WG>;
+var<workgroup> redi: array<u32, WG>;
+
+fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+fn sum_all(v: f32, li: u32) -> f32 {
+    red[li] = v;
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if li < step {
+            red[li] += red[li + step];
+        }
+    }
+    workgroupBarrier();
+    let s = red[0];
+    workgroupBarrier();
+    return s;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// dst = src1 ⊙ src0 / sqrt(mean(src0²) + eps), one workgroup per row of n.
+@compute @workgroup_size(256)
+fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = lin_id(wid, nwg);
+    if row >= p.t {
+        return;
+    }
+    let b = row * p.n;
+    var ss = 0.0;
+    for (var i = li; i < p.n; i += WG) {
+        ss += src0[b + i] * src0[b + i];
+    }
+    let inv = 1.0 / sqrt(sum_all(ss, li) / f32(p.n) + p.eps);
+    for (var i = li; i < p.n; i += WG) {
+        dst[b + i] = src1[i] * (src0[b + i] * inv);
+    }
+}
+
+// In place per head of n: dst ← src1 ⊙ dst / sqrt(mean(dst²) + eps) ⊙ sigmoid(src0).
+@compute @workgroup_size(256)
+fn gated_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = lin_id(wid, nwg);
+    if row >= p.t {
+        return;
+    }
+    let b = row * p.n;
+    var ss = 0.0;
+    for (var i = li; i < p.n; i += WG) {
+        ss += dst[b + i] * dst[b + i];
+    }
+    let inv = 1.0 / sqrt(sum_all(ss, li) / f32(p.n) + p.eps);
+    for (var i = li; i < p.n; i += WG) {
+        dst[b + i] = src1[i] * (dst[b + i] * inv) * sigmoid(src0[b + i]);
+    }
+}
+
+// dst ← silu(dst) ⊙ src0 over n values.
+@compute @workgroup_size(256)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.n {
+        return;
+    }
+    let g = dst[i];
+    dst[i] = g / (1.0 + exp(-g)) * src0[i];
+}
+
+// dst ← dst + src0 over n values.
+@compute @workgroup_size(256)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.n {
+        return;
+    }
+    dst[i] = dst[i] + src0[i];
+}
+
+// dst[row] = index of the largest of the row's n values (the first on ties), as f32: exact
+// below 2^24, far above any vocabulary.
+@compute @workgroup_size(256)
+fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = lin_id(wid, nwg);
+    if row >= p.t {
+        return;
+    }
+    let b = row * p.n;
+    var best = li;
+    var bv = -3.4028235e38;
+    if li < p.n {
+        bv = src0[b + li];
+    }
+    for (var i = li + WG; i < p.n; i += WG) {
+        let v = src0[b + i];
+        if v > bv {
+            bv = v;
+            best = i;
+        }
+    }
+    red[li] = bv;
+    redi[li] = best;
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if li < step {
+            let ov = red[li + step];
+            let oi = redi[li + step];
+            if ov > red[li] || (ov == red[li] && oi < redi[li]) {
+                red[li] = ov;
+                redi[li] = oi;
+            }
+        }
+    }
+    if li == 0u {
+        dst[row] = f32(redi[0]);
+    }
+}

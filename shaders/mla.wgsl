@@ -1,0 +1,163 @@
+// Absorbed MLA over the latent cache (one shared "KV head" of width kv_lora + rope).
+// mla_append normalises the new latents into the cache; mla_attend scores one (token, head)
+// pair against one split of CH cached positions and keeps an unnormalised partial (max, sum,
+// Σ p·c); mla_combine merges the splits. Splitting over the cache length keeps every SM busy
+// in a long-context decode, where there is only one token and a few heads.
+
+struct Params {
+    heads: u32,
+    lora: u32,
+    rope: u32,
+    nope: u32,
+    pos: u32,
+    t: u32,
+    nsplit: u32,
+    scale: f32,
+    eps: f32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> part: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+const WG: u32 = 128u;
+const CH: u32 = 128u;
+
+var<workgroup> red: array<f32, WG>;
+var<workgroup> sp: array<f32, CH>;
+
+fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+fn reduce(x: f32, j: u32, is_max: bool) -> f32 {
+    red[j] = x;
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if j < step {
+            if is_max {
+                red[j] = max(red[j], red[j + step]);
+            } else {
+                red[j] += red[j + step];
+            }
+        }
+    }
+    workgroupBarrier();
+    let s = red[0];
+    workgroupBarrier();
+    return s;
+}
+
+// src = the raw kv rows [t, lora + rope]; the host binds the kv_norm weight (f32) as `q`.
+@compute @workgroup_size(128)
+fn mla_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
+    let i = lin_id(wid, nwg);
+    if i >= p.t {
+        return;
+    }
+    let cw = p.lora + p.rope;
+    let b = i * cw;
+    var ss = 0.0;
+    for (var c = j; c < p.lora; c += WG) {
+        ss += src[b + c] * src[b + c];
+    }
+    let inv = 1.0 / sqrt(reduce(ss, j, false) / f32(p.lora) + p.eps);
+    let dst = (p.pos + i) * cw;
+    for (var c = j; c < cw; c += WG) {
+        if c < p.lora {
+            cache[dst + c] = q[c] * (src[b + c] * inv);
+        } else {
+            cache[dst + c] = src[b + c];
+        }
+    }
+}
+
+// q = the queries [t, heads, nope + rope] (for the rope part), src = q_abs [t * heads, lora].
+// part[(pair * nsplit + split) * (lora + 2)..] = (max, Σ exp, Σ exp · c).
+@compute @workgroup_size(128)
+fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
+    let lin = lin_id(wid, nwg);
+    let split = lin % p.nsplit;
+    let pair = lin / p.nsplit;
+    if pair >= p.t * p.heads {
+        return;
+    }
+    let i = pair / p.heads;
+    let ctx = p.pos + i + 1u;
+    let start = split * CH;
+    let n = min(CH, max(ctx, start) - start);
+    let cw = p.lora + p.rope;
+    let qw = p.nope + p.rope;
+    let ob = (pair * p.nsplit + split) * (p.lora + 2u);
+
+    var score = -3.4028235e38;
+    if j < n {
+        let cb = (start + j) * cw;
+        let qa = pair * p.lora;
+        var acc = 0.0;
+        for (var c = 0u; c < p.lora; c++) {
+            acc += src[qa + c] * cache[cb + c];
+        }
+        let qp = pair * qw + p.nope;
+        var acc_pe = 0.0;
+        for (var c = 0u; c < p.rope; c++) {
+            acc_pe += q[qp + c] * cache[cb + p.lora + c];
+        }
+        score = (acc + acc_pe) * p.scale;
+    }
+    let m = reduce(score, j, true);
+    var e = 0.0;
+    if j < n {
+        e = exp(score - m);
+    }
+    sp[j] = e;
+    let l = reduce(e, j, false);
+    for (var c = j; c < p.lora; c += WG) {
+        var acc = 0.0;
+        for (var tau = 0u; tau < n; tau++) {
+            acc += sp[tau] * cache[(start + tau) * cw + c];
+        }
+        part[ob + 2u + c] = acc;
+    }
+    if j == 0u {
+        part[ob] = m;
+        part[ob + 1u] = l;
+    }
+}
+
+// Merges the splits of each pair into o_lat [t * heads, lora], which the host binds in the
+// read-write slot that mla_append uses for the cache.
+@compute @workgroup_size(128)
+fn mla_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
+    let pair = lin_id(wid, nwg);
+    if pair >= p.t * p.heads {
+        return;
+    }
+    let stride = p.lora + 2u;
+    var mx = -3.4028235e38;
+    for (var s = 0u; s < p.nsplit; s++) {
+        let b = (pair * p.nsplit + s) * stride;
+        if part[b + 1u] > 0.0 {
+            mx = max(mx, part[b]);
+        }
+    }
+    var total = 0.0;
+    for (var s = 0u; s < p.nsplit; s++) {
+        let b = (pair * p.nsplit + s) * stride;
+        if part[b + 1u] > 0.0 {
+            total += exp(part[b] - mx) * part[b + 1u];
+        }
+    }
+    for (var c = j; c < p.lora; c += WG) {
+        var acc = 0.0;
+        for (var s = 0u; s < p.nsplit; s++) {
+            let b = (pair * p.nsplit + s) * stride;
+            if part[b + 1u] > 0.0 {
+                acc += exp(part[b] - mx) * part[b + 2u + c];
+            }
+        }
+        cache[pair * p.lora + c] = acc / total;
+    }
+}

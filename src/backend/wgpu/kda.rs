@@ -1,0 +1,124 @@
+//! Dispatch math of the KDA ops: the short convolution (a thread per channel), the gates (a
+//! thread per value), and the delta rule (a workgroup per head, `shaders/kda_scan.wgsl`).
+
+use super::kernels::{Kernel, KernelKey};
+use super::{
+    BackendError, KdaDims, KdaInputs, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
+};
+
+/// Widest head the scan kernel holds in registers (its workgroup size).
+const MAX_HEAD_DIM: usize = 128;
+/// Longest convolution the kernel's window array holds (MAX_PAST + 1).
+const MAX_CONV: usize = 8;
+
+impl WgpuBackend {
+    pub(super) fn short_conv_op(
+        &self,
+        x: &WgpuBuf,
+        w: &WgpuWeight<'_>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let c = dims.width();
+        let kw = dims.conv_kernel;
+        if kw == 0 || kw > MAX_CONV {
+            return Err(BackendError::Gpu(format!(
+                "short conv of width {kw}: the kernel handles 1..={MAX_CONV}"
+            )));
+        }
+        check_len(x.len, t * c)?;
+        check_len(out.len, t * c)?;
+        check_len(state.len, (kw - 1) * c)?;
+        if w.n_elements() < kw * c {
+            return Err(w.shape_error(format!("[{kw}, 1, {c}]")));
+        }
+        let taps = self.values(w)?;
+        self.run(
+            KernelKey::plain(Kernel::ShortConv),
+            &[&x.buf, &taps, &state.buf, &out.buf],
+            &[c as u32, t as u32, kw as u32, 0],
+            c.div_ceil(64),
+        )
+    }
+
+    pub(super) fn kda_gate_op(
+        &self,
+        g: &mut WgpuBuf,
+        beta: &mut WgpuBuf,
+        dt_bias: &WgpuWeight<'_>,
+        a: &WgpuWeight<'_>,
+        t: usize,
+        dims: KdaDims,
+    ) -> Result<()> {
+        check_len(g.len, t * dims.width())?;
+        check_len(beta.len, t * dims.heads)?;
+        if dt_bias.n_elements() < dims.width() {
+            return Err(dt_bias.shape_error(format!("[{}]", dims.width())));
+        }
+        if a.n_elements() < dims.heads {
+            return Err(a.shape_error(format!("[1, {}]", dims.heads)));
+        }
+        let (dt, av) = (self.values(dt_bias)?, self.values(a)?);
+        let n = t * (dims.width() + dims.heads);
+        self.run(
+            KernelKey::plain(Kernel::KdaGate),
+            &[&g.buf, &beta.buf, &dt, &av],
+            &[
+                dims.width() as u32,
+                t as u32,
+                dims.head_dim as u32,
+                dims.heads as u32,
+            ],
+            n.div_ceil(256),
+        )
+    }
+
+    /// The delta rule over `t` tokens in order; serves both decode and prefill.
+    pub(super) fn kda_scan(
+        &self,
+        x: KdaInputs<'_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let (d, n) = (dims.head_dim, t * dims.width());
+        if d == 0 || d > MAX_HEAD_DIM {
+            return Err(BackendError::Gpu(format!(
+                "KDA head dim {d}: the scan kernel handles 1..={MAX_HEAD_DIM}"
+            )));
+        }
+        for b in [x.q, x.k, x.v, x.g] {
+            check_len(b.len, n)?;
+        }
+        check_len(x.beta.len, t * dims.heads)?;
+        check_len(state.len, dims.heads * d * d)?;
+        check_len(out.len, n)?;
+        let key = KernelKey {
+            spec: d as u32,
+            ..KernelKey::plain(Kernel::KdaScan)
+        };
+        self.run(
+            key,
+            &[
+                &x.q.buf,
+                &x.k.buf,
+                &x.v.buf,
+                &x.g.buf,
+                &x.beta.buf,
+                &state.buf,
+                &out.buf,
+            ],
+            &[
+                t as u32,
+                dims.heads as u32,
+                d as u32,
+                f(dims.l2_eps),
+                f(1.0 / (d as f32).sqrt()),
+            ],
+            dims.heads,
+        )
+    }
+}

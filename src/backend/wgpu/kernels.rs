@@ -1,0 +1,242 @@
+//! The kernel table: for every kernel its WGSL file, entry point and bindings, and a cache of
+//! compiled pipelines keyed by kernel, weight block type and specialisation (ratchet's kernel
+//! key → pipeline). Kernels that read a weight get `common.wgsl` and the block type's decoder
+//! (`shaders/quant/<type>.wgsl`) prepended; layouts come from the shader itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::super::{BackendError, Result};
+use crate::quant::GgmlType;
+
+const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
+const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
+const KDA_GATE: &str = include_str!("../../../shaders/kda_gate.wgsl");
+const KDA_SCAN: &str = include_str!("../../../shaders/kda_scan.wgsl");
+const MLA: &str = include_str!("../../../shaders/mla.wgsl");
+const MOE: &str = include_str!("../../../shaders/moe.wgsl");
+
+/// The block types with WGSL decoders.
+pub const SUPPORTED: [GgmlType; 12] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn decoder(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => include_str!("../../../shaders/quant/f32.wgsl"),
+        GgmlType::F16 => include_str!("../../../shaders/quant/f16.wgsl"),
+        GgmlType::BF16 => include_str!("../../../shaders/quant/bf16.wgsl"),
+        GgmlType::Q8_0 => include_str!("../../../shaders/quant/q8_0.wgsl"),
+        GgmlType::Q4_0 => include_str!("../../../shaders/quant/q4_0.wgsl"),
+        GgmlType::Q5_0 => include_str!("../../../shaders/quant/q5_0.wgsl"),
+        GgmlType::Q5_1 => include_str!("../../../shaders/quant/q5_1.wgsl"),
+        GgmlType::Q2_K => include_str!("../../../shaders/quant/q2_k.wgsl"),
+        GgmlType::Q3_K => include_str!("../../../shaders/quant/q3_k.wgsl"),
+        GgmlType::Q4_K => include_str!("../../../shaders/quant/q4_k.wgsl"),
+        GgmlType::Q5_K => include_str!("../../../shaders/quant/q5_k.wgsl"),
+        GgmlType::Q6_K => include_str!("../../../shaders/quant/q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Values per decoded unit of a row: rows must be a multiple of it. Float rows are decoded 4
+/// values at a time, so their length need only be a multiple of 4.
+pub fn row_quantum(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4,
+        _ => ty.block_size(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Matmul,
+    MatmulSel,
+    Embed,
+    RmsNorm,
+    GatedRmsNorm,
+    Swiglu,
+    Add,
+    Argmax,
+    ShortConv,
+    KdaGate,
+    KdaScan,
+    MlaAppend,
+    MlaAttend,
+    MlaCombine,
+    MoeRoute,
+    MoeCombine,
+}
+
+/// Where a kernel lives and what it binds.
+struct Def {
+    source: &'static str,
+    entry: &'static str,
+    /// Reads a weight through a block decoder.
+    typed: bool,
+    /// Storage bindings in the order the host passes buffers.
+    storage: &'static [u32],
+    uniform: u32,
+}
+
+impl Kernel {
+    fn def(self) -> Def {
+        let d = |source, entry, typed, storage, uniform| Def {
+            source,
+            entry,
+            typed,
+            storage,
+            uniform,
+        };
+        match self {
+            Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
+            Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
+            Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
+            Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
+            Kernel::GatedRmsNorm => d(ELEMENTWISE, "gated_rms_norm", false, &[0, 1, 2], 3),
+            Kernel::Swiglu => d(ELEMENTWISE, "swiglu", false, &[0, 2], 3),
+            Kernel::Add => d(ELEMENTWISE, "add", false, &[0, 2], 3),
+            Kernel::Argmax => d(ELEMENTWISE, "argmax", false, &[0, 2], 3),
+            Kernel::ShortConv => d(KDA_CONV, "short_conv", false, &[0, 1, 2, 3], 4),
+            Kernel::KdaGate => d(KDA_GATE, "kda_gate", false, &[0, 1, 2, 3], 4),
+            Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6], 7),
+            Kernel::MlaAppend => d(MLA, "mla_append", false, &[0, 1, 2], 4),
+            Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 2, 3], 4),
+            Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
+            Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
+            Kernel::MoeCombine => d(MOE, "moe_combine", false, &[2, 3, 5, 6], 4),
+        }
+    }
+
+    pub fn entry(self) -> &'static str {
+        self.def().entry
+    }
+}
+
+/// What a compiled pipeline depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub kernel: Kernel,
+    /// The weight block type of typed kernels.
+    pub ty: Option<GgmlType>,
+    /// The value of the kernel's `override` constant (KDA head dim), 0 if it has none.
+    pub spec: u32,
+}
+
+impl KernelKey {
+    pub fn plain(kernel: Kernel) -> Self {
+        KernelKey {
+            kernel,
+            ty: None,
+            spec: 0,
+        }
+    }
+
+    pub fn typed(kernel: Kernel, ty: GgmlType) -> Self {
+        KernelKey {
+            kernel,
+            ty: Some(ty),
+            spec: 0,
+        }
+    }
+
+    /// The profiler's name for the kernel.
+    pub fn label(&self) -> String {
+        match self.ty {
+            Some(ty) => format!("{} {}", self.kernel.entry(), ty),
+            None => self.kernel.entry().to_string(),
+        }
+    }
+}
+
+pub struct Compiled {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub storage: &'static [u32],
+    pub uniform: u32,
+}
+
+#[derive(Default)]
+pub struct Pipelines {
+    cache: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+}
+
+impl Pipelines {
+    pub fn get(&self, device: &wgpu::Device, key: KernelKey) -> Result<Arc<Compiled>> {
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(compile(device, key)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
+    let def = key.kernel.def();
+    let source = match (def.typed, key.ty) {
+        (true, Some(ty)) => {
+            let dec = decoder(ty).ok_or_else(|| {
+                BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry))
+            })?;
+            format!("{COMMON}\n{dec}\n{}", def.source)
+        }
+        (false, None) => def.source.to_string(),
+        _ => {
+            return Err(BackendError::Gpu(format!(
+                "{}: kernel key {key:?} does not match the kernel",
+                def.entry
+            )));
+        }
+    };
+    let label = key.label();
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(&label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let constants = [("D", key.spec as f64)];
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(&label),
+        layout: None,
+        module: &module,
+        entry_point: Some(def.entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: if key.spec > 0 { &constants } else { &[] },
+            ..Default::default()
+        },
+        cache: None,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(BackendError::Gpu(format!("compiling {label}: {e}")));
+    }
+    let layout = pipeline.get_bind_group_layout(0);
+    Ok(Compiled {
+        pipeline,
+        layout,
+        storage: def.storage,
+        uniform: def.uniform,
+    })
+}

@@ -1,0 +1,139 @@
+//! Dispatch math of the quantized products (`shaders/matmul.wgsl`): one workgroup per weight
+//! row and group of up to TT tokens, one dispatch per weight part.
+
+use super::kernels::{self, Kernel, KernelKey};
+use super::{BackendError, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
+
+/// Tokens a `matmul` workgroup serves (TT in the shader).
+const TT: usize = 4;
+
+/// Which matrix of a stacked weight each (token, slot) pair multiplies.
+pub enum Select<'a> {
+    /// `ids[pair]`: the routed expert (MoE).
+    Ids(&'a wgpu::Buffer),
+    /// `pair % heads`: the head (MLA's per-head products).
+    Heads(usize),
+}
+
+/// A product of `pairs` rows of `x` with one `per`-row matrix each, chosen by `select`.
+pub struct SelProduct<'a> {
+    pub select: Select<'a>,
+    /// Rows of each stacked matrix.
+    pub per: usize,
+    pub pairs: usize,
+    /// Pair p reads row `p / x_div` of x, rows `x_stride` floats apart.
+    pub x_div: usize,
+    pub x_stride: usize,
+    /// Pair p writes `per` values at `p * y_stride`.
+    pub y_stride: usize,
+}
+
+impl WgpuBackend {
+    fn check_cols(&self, w: &WgpuWeight<'_>, x_stride: usize) -> Result<()> {
+        let q = kernels::row_quantum(w.ty);
+        // The shader reads x as vec4s.
+        if !w.ne[0].is_multiple_of(q) || !x_stride.is_multiple_of(4) {
+            return Err(w.shape_error(format!(
+                "a row length divisible by {q} (and activation rows of a multiple of 4), got x rows of {x_stride}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `out[t, rows] = x[t, cols] · Wᵀ`.
+    pub(super) fn matmul_into(
+        &self,
+        w: &WgpuWeight<'_>,
+        x: &WgpuBuf,
+        t: usize,
+        out: &WgpuBuf,
+    ) -> Result<()> {
+        let (cols, rows) = (w.ne[0], w.rows());
+        check_len(x.len, t * cols)?;
+        check_len(out.len, t * rows)?;
+        self.check_cols(w, cols)?;
+        for part in &w.parts {
+            let params = [
+                part.rows as u32,
+                cols as u32,
+                t as u32,
+                part.row0 as u32,
+                cols as u32,
+                0,
+                rows as u32,
+                0,
+                0,
+                1,
+                0,
+                1,
+            ];
+            self.run(
+                KernelKey::typed(Kernel::Matmul, w.ty),
+                &[&part.buf, &x.buf, &out.buf],
+                &params,
+                part.rows * t.div_ceil(TT),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The products of [`SelProduct`]: `y[p * y_stride + r] = W_{sel(p)}[r] · x[p / x_div]`.
+    pub(super) fn matmul_sel(
+        &self,
+        w: &WgpuWeight<'_>,
+        s: SelProduct<'_>,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        if s.per == 0 || !w.rows().is_multiple_of(s.per) {
+            return Err(BackendError::Shape {
+                name: w.name.to_string(),
+                expected: format!("matrices of {} rows", s.per),
+                ne: w.ne,
+            });
+        }
+        self.check_cols(w, s.x_stride)?;
+        let (mode, heads, ids) = match s.select {
+            Select::Ids(b) => (0, 1, b),
+            Select::Heads(h) => (1, h, &self.dummy),
+        };
+        for part in &w.parts {
+            let params = [
+                part.rows as u32,
+                w.ne[0] as u32,
+                s.pairs as u32,
+                part.row0 as u32,
+                s.x_stride as u32,
+                0,
+                s.y_stride as u32,
+                0,
+                s.per as u32,
+                s.x_div as u32,
+                mode,
+                heads as u32,
+            ];
+            self.run(
+                KernelKey::typed(Kernel::MatmulSel, w.ty),
+                &[&part.buf, x, y, ids],
+                &params,
+                s.per * s.pairs,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `gate ← silu(gate) ⊙ up` over n values.
+    pub(super) fn swiglu_bufs(
+        &self,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<()> {
+        self.run(
+            KernelKey::plain(Kernel::Swiglu),
+            &[up, gate],
+            &[n as u32, 0, 0, 0],
+            n.div_ceil(256),
+        )
+    }
+}

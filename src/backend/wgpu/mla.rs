@@ -1,0 +1,117 @@
+//! Dispatch math of the absorbed MLA (`shaders/mla.wgsl`): append the normalised latents,
+//! q_abs = W_UK(h)ᵀ q_nope per head, attention split over the cache length, merge, and
+//! o = W_UV(h) o_lat per head. Five dispatches, independent of the context length.
+
+use super::super::Backend;
+use super::kernels::{Kernel, KernelKey};
+use super::matmul::{SelProduct, Select};
+use super::{
+    BackendError, MlaDims, MlaWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
+};
+
+/// Cached positions per attention workgroup (CH in the shader).
+const CH: usize = 128;
+
+impl WgpuBackend {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mla_op(
+        &self,
+        q: &WgpuBuf,
+        kv: &WgpuBuf,
+        w: &MlaWeights<WgpuWeight<'_>>,
+        cache: &mut WgpuBuf,
+        pos: usize,
+        t: usize,
+        dims: MlaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let (h, l, cw) = (dims.heads, dims.kv_lora, dims.cache_width());
+        let qw = dims.nope + dims.rope;
+        check_len(q.len, t * h * qw)?;
+        check_len(kv.len, t * cw)?;
+        check_len(out.len, t * h * dims.v_dim)?;
+        let capacity = cache.len / cw;
+        if pos + t > capacity {
+            return Err(BackendError::CacheFull {
+                capacity,
+                needed: pos + t,
+            });
+        }
+        if w.kv_norm.n_elements() < l {
+            return Err(w.kv_norm.shape_error(format!("[{l}]")));
+        }
+        if w.k_b.ne[..3] != [dims.nope, l, h] {
+            return Err(w.k_b.shape_error(format!("ne [{}, {l}, {h}]", dims.nope)));
+        }
+        if w.v_b.ne[..3] != [l, dims.v_dim, h] {
+            return Err(w.v_b.shape_error(format!("ne [{l}, {}, {h}]", dims.v_dim)));
+        }
+        if t == 0 {
+            return Ok(());
+        }
+        let nsplit = (pos + t).div_ceil(CH);
+        let params = [
+            h as u32,
+            l as u32,
+            dims.rope as u32,
+            dims.nope as u32,
+            pos as u32,
+            t as u32,
+            nsplit as u32,
+            f(1.0 / (qw as f32).sqrt()),
+            f(dims.norm_eps),
+        ];
+
+        let norm = self.values(&w.kv_norm)?;
+        self.run(
+            KernelKey::plain(Kernel::MlaAppend),
+            &[&norm, &kv.buf, &cache.buf],
+            &params,
+            t,
+        )?;
+
+        let q_abs = self.alloc(t * h * l)?;
+        self.matmul_sel(
+            &w.k_b,
+            SelProduct {
+                select: Select::Heads(h),
+                per: l,
+                pairs: t * h,
+                x_div: 1,
+                x_stride: qw,
+                y_stride: l,
+            },
+            &q.buf,
+            &q_abs.buf,
+        )?;
+
+        let part = self.alloc(t * h * nsplit * (l + 2))?;
+        self.run(
+            KernelKey::plain(Kernel::MlaAttend),
+            &[&q.buf, &q_abs.buf, &cache.buf, &part.buf],
+            &params,
+            t * h * nsplit,
+        )?;
+        let o_lat = self.alloc(t * h * l)?;
+        self.run(
+            KernelKey::plain(Kernel::MlaCombine),
+            &[&o_lat.buf, &part.buf],
+            &params,
+            t * h,
+        )?;
+
+        self.matmul_sel(
+            &w.v_b,
+            SelProduct {
+                select: Select::Heads(h),
+                per: dims.v_dim,
+                pairs: t * h,
+                x_div: 1,
+                x_stride: l,
+                y_stride: dims.v_dim,
+            },
+            &o_lat.buf,
+            &out.buf,
+        )
+    }
+}

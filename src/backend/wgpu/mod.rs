@@ -1,0 +1,585 @@
+//! The wgpu backend (Vulkan): GGUF weights live on the GPU as their raw block bytes, split
+//! across buffers where a tensor exceeds the storage-binding limit; activations and state are
+//! f32 storage buffers. Ops are recorded into one pending command encoder and submitted only
+//! when the host reads a result, so a decoded token is a single submission with no host round
+//! trip inside it (the MoE routing runs on the GPU as well).
+//!
+//! Layout: [`device`] opens the adapter, [`kernels`] maps kernel keys to cached pipelines,
+//! [`recorder`] records and submits, [`profile`] times kernels; the op files hold each op's
+//! shape checks and dispatch math, the kernels themselves are in `shaders/`.
+
+mod device;
+mod kda;
+mod kernels;
+mod matmul;
+mod mla;
+mod moe;
+mod profile;
+mod recorder;
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use wgpu::util::DeviceExt;
+
+use super::{
+    Backend, BackendError, KdaDims, KdaInputs, MlaDims, MlaWeights, MoeWeights, Result, TensorBytes,
+};
+use crate::quant::GgmlType;
+use device::Context;
+pub use device::{AdapterSummary, list_adapters};
+use kernels::{Kernel, KernelKey, Pipelines, SUPPORTED};
+pub use profile::{KernelTime, format_report};
+use recorder::Recorder;
+
+/// Bytes of weight uploads staged between waits, so that loading a large file does not hold
+/// all of it in staging memory at once.
+const UPLOAD_WINDOW: u64 = 256 << 20;
+
+/// Runs the model on a Vulkan adapter through wgpu.
+pub struct WgpuBackend {
+    ctx: Context,
+    pipelines: Pipelines,
+    rec: Mutex<Recorder>,
+    /// Bound where a kernel declares a buffer that a variant does not read.
+    dummy: wgpu::Buffer,
+    staged: Mutex<u64>,
+    /// Largest bytes one storage binding (hence one weight part) may span.
+    binding_cap: u64,
+}
+
+/// An f32 activation or state buffer on the GPU.
+pub struct WgpuBuf {
+    buf: wgpu::Buffer,
+    len: usize,
+}
+
+impl WgpuBuf {
+    /// Values the buffer holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One buffer of a weight: rows `row0..row0 + rows` of the flattened `[rows, ne[0]]` matrix.
+struct Part {
+    buf: wgpu::Buffer,
+    row0: usize,
+    rows: usize,
+}
+
+/// A weight as its raw GGUF blocks on the GPU.
+pub struct WgpuWeight<'w> {
+    name: &'w str,
+    ty: GgmlType,
+    ne: [usize; 4],
+    parts: Vec<Part>,
+    /// The file's bytes, for the f32 copy of small vectors (norms, biases, conv taps) that the
+    /// element-wise kernels read when the file stores them in a 16-bit or block type.
+    bytes: &'w [u8],
+    values: OnceLock<wgpu::Buffer>,
+}
+
+impl WgpuWeight<'_> {
+    fn rows(&self) -> usize {
+        self.ne[1] * self.ne[2] * self.ne[3]
+    }
+
+    fn n_elements(&self) -> usize {
+        self.ne.iter().product()
+    }
+
+    fn shape_error(&self, expected: String) -> BackendError {
+        BackendError::Shape {
+            name: self.name.to_string(),
+            expected,
+            ne: self.ne,
+        }
+    }
+}
+
+fn check_len(len: usize, needed: usize) -> Result<()> {
+    if len < needed {
+        return Err(BackendError::BufferTooSmall { len, needed });
+    }
+    Ok(())
+}
+
+fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+impl WgpuBackend {
+    /// Opens Vulkan adapter `gpu` (as [`list_adapters`] numbers them), or the best one.
+    pub fn new(gpu: Option<usize>) -> Result<Self> {
+        let ctx = Context::open(gpu)?;
+        let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let l = &ctx.limits;
+        let binding_cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3;
+        Ok(WgpuBackend {
+            binding_cap,
+            ctx,
+            pipelines: Pipelines::default(),
+            rec: Mutex::new(Recorder::default()),
+            dummy,
+            staged: Mutex::new(0),
+        })
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.ctx.adapter
+    }
+
+    fn rec(&self) -> MutexGuard<'_, Recorder> {
+        self.rec.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Times every kernel with timestamp queries from now on (or stops). Errors when the
+    /// adapter has no timestamp queries.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        if on && !self.ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(BackendError::Gpu(format!(
+                "{} offers no timestamp queries: cannot profile",
+                self.ctx.adapter.name
+            )));
+        }
+        let mut rec = self.rec();
+        rec.flush(&self.ctx)?;
+        rec.profiler = on.then(|| profile::Profiler::new(&self.ctx.device));
+        Ok(())
+    }
+
+    /// GPU time per kernel since profiling was switched on or reset, the largest first.
+    pub fn profile(&self) -> Result<Vec<KernelTime>> {
+        let mut rec = self.rec();
+        rec.flush(&self.ctx)?;
+        Ok(rec
+            .profiler
+            .as_ref()
+            .map(|p| p.report())
+            .unwrap_or_default())
+    }
+
+    pub fn reset_profile(&self) {
+        if let Some(p) = self.rec().profiler.as_mut() {
+            p.reset();
+        }
+    }
+
+    /// Submits all recorded work and waits for the GPU to finish it (for timing).
+    pub fn sync(&self) -> Result<()> {
+        self.rec().flush(&self.ctx)?;
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| BackendError::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.ctx.check()
+    }
+
+    /// Records one dispatch of `kernel` over `groups` workgroups.
+    fn run(
+        &self,
+        key: KernelKey,
+        bufs: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: usize,
+    ) -> Result<()> {
+        let compiled = self.pipelines.get(&self.ctx.device, key)?;
+        let groups = u32::try_from(groups)
+            .map_err(|_| BackendError::Gpu(format!("{}: {groups} workgroups", key.label())))?;
+        self.rec()
+            .dispatch(&self.ctx, &compiled, || key.label(), bufs, params, groups)
+    }
+
+    /// A fresh storage buffer holding `bytes` (its contents exist before any recorded command
+    /// can read it, so no ordering with the encoder is needed).
+    fn buffer_with(&self, bytes: &[u8]) -> wgpu::Buffer {
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: if bytes.is_empty() { &[0; 4] } else { bytes },
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            })
+    }
+
+    /// The weight's values as an f32 buffer: the weight itself when it is one F32 buffer.
+    fn values(&self, w: &WgpuWeight<'_>) -> Result<wgpu::Buffer> {
+        if w.ty == GgmlType::F32 && w.parts.len() == 1 {
+            return Ok(w.parts[0].buf.clone());
+        }
+        if let Some(b) = w.values.get() {
+            return Ok(b.clone());
+        }
+        let v = crate::quant::dequantize(w.ty, w.bytes, w.n_elements())?;
+        let b = self.buffer_with(bytemuck::cast_slice(&v));
+        Ok(w.values.get_or_init(|| b).clone())
+    }
+
+    fn binding_cap(&self) -> u64 {
+        self.binding_cap
+    }
+
+    /// Splits weights as if one storage binding could span only `bytes` (rounded down to 4):
+    /// lets the tests exercise multi-buffer weights with small tensors.
+    pub fn limit_binding_bytes(&mut self, bytes: u64) {
+        self.binding_cap = self.binding_cap.min(bytes & !3).max(4);
+    }
+
+    fn upload_part(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let size = (bytes.len() as u64).next_multiple_of(4).max(4);
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() & !3;
+        if whole > 0 {
+            self.ctx.queue.write_buffer(&buf, 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.ctx.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        *staged += size;
+        if *staged >= UPLOAD_WINDOW {
+            *staged = 0;
+            self.ctx.queue.submit([]);
+            self.ctx
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| BackendError::Gpu(format!("uploading weights: {e}")))?;
+        }
+        Ok(buf)
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Weight<'w> = WgpuWeight<'w>;
+    type Buf = WgpuBuf;
+
+    fn name(&self) -> &'static str {
+        "wgpu"
+    }
+
+    fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<WgpuWeight<'w>> {
+        if !SUPPORTED.contains(&t.ty) {
+            return Err(BackendError::UnsupportedType {
+                name: t.name.to_string(),
+                ty: t.ty,
+            });
+        }
+        let rows = t.ne[1] * t.ne[2] * t.ne[3];
+        let row_bytes = t.ty.row_bytes(t.ne[0]);
+        if row_bytes.map(|rb| rb * rows) != Some(t.bytes.len()) {
+            return Err(BackendError::ByteLength {
+                name: t.name.to_string(),
+                ty: t.ty,
+                ne: t.ne,
+                bytes: t.bytes.len(),
+            });
+        }
+        let rb = row_bytes.unwrap_or(0).max(1);
+        let cap = self.binding_cap() as usize;
+        if rb > cap {
+            return Err(BackendError::Gpu(format!(
+                "tensor {}: one row of {rb} bytes exceeds the {cap}-byte storage binding limit",
+                t.name
+            )));
+        }
+        let mut per_part = (cap / rb).min(rows.max(1));
+        // Keep stacked matrices (experts, heads) whole in a part when they fit.
+        if t.ne[2] > 1 && per_part >= t.ne[1] && per_part < rows {
+            per_part -= per_part % t.ne[1];
+        }
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows.max(1) {
+            let n = per_part.min(rows.max(1) - row0);
+            let bytes =
+                &t.bytes[(row0 * rb).min(t.bytes.len())..((row0 + n) * rb).min(t.bytes.len())];
+            parts.push(Part {
+                buf: self.upload_part(bytes)?,
+                row0,
+                rows: n,
+            });
+            row0 += n;
+        }
+        Ok(WgpuWeight {
+            name: t.name,
+            ty: t.ty,
+            ne: t.ne,
+            parts,
+            bytes: t.bytes,
+            values: OnceLock::new(),
+        })
+    }
+
+    fn alloc(&self, len: usize) -> Result<WgpuBuf> {
+        let size = (len as u64 * 4).max(4);
+        let l = &self.ctx.limits;
+        let cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        if size > cap {
+            return Err(BackendError::Gpu(format!(
+                "a buffer of {len} f32 values exceeds the {cap}-byte storage binding limit"
+            )));
+        }
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(WgpuBuf { buf, len })
+    }
+
+    fn write(&self, buf: &mut WgpuBuf, data: &[f32]) -> Result<()> {
+        check_len(buf.len, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // Through a staging copy in the encoder, so the write lands in order with the recorded
+        // ops (a queue write would run before all of them).
+        let staging = self.buffer_with(bytemuck::cast_slice(data));
+        self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
+            &staging,
+            0,
+            &buf.buf,
+            0,
+            data.len() as u64 * 4,
+        );
+        Ok(())
+    }
+
+    fn zero(&self, buf: &mut WgpuBuf) -> Result<()> {
+        self.rec()
+            .encoder(&self.ctx)
+            .clear_buffer(&buf.buf, 0, None);
+        Ok(())
+    }
+
+    fn copy(
+        &self,
+        src: &WgpuBuf,
+        src_off: usize,
+        dst: &mut WgpuBuf,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_len(src.len, src_off + len)?;
+        check_len(dst.len, dst_off + len)?;
+        if len > 0 {
+            self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
+                &src.buf,
+                src_off as u64 * 4,
+                &dst.buf,
+                dst_off as u64 * 4,
+                len as u64 * 4,
+            );
+        }
+        Ok(())
+    }
+
+    fn read(&self, buf: &WgpuBuf, len: usize) -> Result<Vec<f32>> {
+        check_len(buf.len, len)?;
+        let bytes = self
+            .rec()
+            .read_back(&self.ctx, &buf.buf, 0, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn argmax(&self, x: &WgpuBuf, t: usize, cols: usize) -> Result<Vec<u32>> {
+        check_len(x.len, t * cols)?;
+        let out = self.alloc(t)?;
+        self.run(
+            KernelKey::plain(Kernel::Argmax),
+            &[&x.buf, &out.buf],
+            &[cols as u32, t as u32, 0, 0],
+            t,
+        )?;
+        let v = self.read(&out, t)?;
+        Ok(v.into_iter().map(|i| i as u32).collect())
+    }
+
+    fn embed(&self, table: &WgpuWeight<'_>, ids: &[u32], out: &mut WgpuBuf) -> Result<()> {
+        let cols = table.ne[0];
+        check_len(out.len, ids.len() * cols)?;
+        let rows = table.rows();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= rows) {
+            return Err(BackendError::TokenOutOfRange { id, rows });
+        }
+        if !cols.is_multiple_of(kernels::row_quantum(table.ty)) {
+            return Err(table.shape_error(format!(
+                "a row length divisible by {}",
+                kernels::row_quantum(table.ty)
+            )));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let id_buf = self.buffer_with(bytemuck::cast_slice(ids));
+        for part in &table.parts {
+            self.run(
+                KernelKey::typed(Kernel::Embed, table.ty),
+                &[&part.buf, &id_buf, &out.buf],
+                &[
+                    cols as u32,
+                    ids.len() as u32,
+                    part.row0 as u32,
+                    part.rows as u32,
+                ],
+                ids.len(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, w: &WgpuWeight<'_>, x: &WgpuBuf, t: usize, out: &mut WgpuBuf) -> Result<()> {
+        self.matmul_into(w, x, t, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &WgpuBuf,
+        w: &WgpuWeight<'_>,
+        eps: f32,
+        t: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let n = w.n_elements();
+        check_len(x.len, t * n)?;
+        check_len(out.len, t * n)?;
+        let wv = self.values(w)?;
+        self.run(
+            KernelKey::plain(Kernel::RmsNorm),
+            &[&x.buf, &wv, &out.buf],
+            &[n as u32, t as u32, f(eps), 0],
+            t,
+        )
+    }
+
+    fn swiglu(&self, gate: &mut WgpuBuf, up: &WgpuBuf, t: usize, n: usize) -> Result<()> {
+        check_len(gate.len, t * n)?;
+        check_len(up.len, t * n)?;
+        self.swiglu_bufs(&gate.buf, &up.buf, t * n)
+    }
+
+    fn add(&self, acc: &mut WgpuBuf, x: &WgpuBuf, len: usize) -> Result<()> {
+        check_len(acc.len, len)?;
+        check_len(x.len, len)?;
+        self.run(
+            KernelKey::plain(Kernel::Add),
+            &[&x.buf, &acc.buf],
+            &[len as u32, 0, 0, 0],
+            len.div_ceil(256),
+        )
+    }
+
+    fn short_conv(
+        &self,
+        x: &WgpuBuf,
+        w: &WgpuWeight<'_>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.short_conv_op(x, w, state, t, dims, out)
+    }
+
+    fn kda_gate(
+        &self,
+        g: &mut WgpuBuf,
+        beta: &mut WgpuBuf,
+        dt_bias: &WgpuWeight<'_>,
+        a: &WgpuWeight<'_>,
+        t: usize,
+        dims: KdaDims,
+    ) -> Result<()> {
+        self.kda_gate_op(g, beta, dt_bias, a, t, dims)
+    }
+
+    fn kda_recurrent(
+        &self,
+        x: KdaInputs<'_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.kda_scan(x, state, t, dims, out)
+    }
+
+    fn kda_chunked(
+        &self,
+        x: KdaInputs<'_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.kda_scan(x, state, t, dims, out)
+    }
+
+    fn gated_rms_norm(
+        &self,
+        o: &mut WgpuBuf,
+        gate: &WgpuBuf,
+        w: &WgpuWeight<'_>,
+        eps: f32,
+        t: usize,
+        dims: KdaDims,
+    ) -> Result<()> {
+        let n = t * dims.width();
+        check_len(o.len, n)?;
+        check_len(gate.len, n)?;
+        if w.n_elements() < dims.head_dim {
+            return Err(w.shape_error(format!("at least {} values", dims.head_dim)));
+        }
+        let wv = self.values(w)?;
+        self.run(
+            KernelKey::plain(Kernel::GatedRmsNorm),
+            &[&gate.buf, &wv, &o.buf],
+            &[dims.head_dim as u32, (t * dims.heads) as u32, f(eps), 0],
+            t * dims.heads,
+        )
+    }
+
+    fn mla_attention(
+        &self,
+        q: &WgpuBuf,
+        kv: &WgpuBuf,
+        w: &MlaWeights<WgpuWeight<'_>>,
+        cache: &mut WgpuBuf,
+        pos: usize,
+        t: usize,
+        dims: MlaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.mla_op(q, kv, w, cache, pos, t, dims, out)
+    }
+
+    fn moe(
+        &self,
+        x: &WgpuBuf,
+        w: &MoeWeights<WgpuWeight<'_>>,
+        t: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.moe_op(x, w, t, out)
+    }
+}

@@ -1,0 +1,114 @@
+//! Dispatch math of the MoE: router product, routing on the GPU (`moe_route` writes the chosen
+//! expert ids and weights to a buffer), the chosen experts' gate/up/down products as one
+//! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read), the
+//! shared expert, and the weighted sum.
+
+use super::super::Backend;
+use super::kernels::{Kernel, KernelKey};
+use super::matmul::{SelProduct, Select};
+use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
+
+/// Experts the routing kernel's bitmask covers (32 words).
+const MAX_EXPERTS: usize = 1024;
+
+impl WgpuBackend {
+    pub(super) fn moe_op(
+        &self,
+        x: &WgpuBuf,
+        w: &MoeWeights<WgpuWeight<'_>>,
+        t: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let (hidden, n_expert) = (w.router.ne[0], w.router.rows());
+        let (k, ff) = (w.n_used, w.experts.gate.ne[1]);
+        check_len(x.len, t * hidden)?;
+        check_len(out.len, t * hidden)?;
+        if n_expert > MAX_EXPERTS || k == 0 || k > n_expert {
+            return Err(BackendError::Gpu(format!(
+                "MoE of {n_expert} experts, {k} used: the routing kernel handles up to {MAX_EXPERTS}"
+            )));
+        }
+        if w.bias.n_elements() != n_expert {
+            return Err(w.bias.shape_error(format!("[{n_expert}]")));
+        }
+        for (m, cols, rows) in [
+            (&w.experts.gate, hidden, ff),
+            (&w.experts.up, hidden, ff),
+            (&w.experts.down, ff, hidden),
+        ] {
+            if m.ne[..3] != [cols, rows, n_expert] {
+                return Err(m.shape_error(format!("[{cols}, {rows}, {n_expert}]")));
+            }
+        }
+        if t == 0 {
+            return Ok(());
+        }
+
+        let logits = self.alloc(t * n_expert)?;
+        self.matmul_into(&w.router, x, t, &logits)?;
+        let bias = self.values(&w.bias)?;
+        let (ids, wts) = (self.alloc(t * k)?, self.alloc(t * k)?);
+        let params = [
+            n_expert as u32,
+            k as u32,
+            t as u32,
+            hidden as u32,
+            f(w.scale),
+        ];
+        self.run(
+            KernelKey::plain(Kernel::MoeRoute),
+            &[&logits.buf, &bias, &ids.buf, &wts.buf],
+            &params,
+            t.div_ceil(64),
+        )?;
+
+        let pairs = t * k;
+        let (gate, up) = (self.alloc(pairs * ff)?, self.alloc(pairs * ff)?);
+        let gate_up = |per: usize| SelProduct {
+            select: Select::Ids(&ids.buf),
+            per,
+            pairs,
+            x_div: k,
+            x_stride: hidden,
+            y_stride: per,
+        };
+        self.matmul_sel(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
+        self.matmul_sel(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
+        let ys = self.alloc(pairs * hidden)?;
+        self.matmul_sel(
+            &w.experts.down,
+            SelProduct {
+                select: Select::Ids(&ids.buf),
+                per: hidden,
+                pairs,
+                x_div: 1,
+                x_stride: ff,
+                y_stride: hidden,
+            },
+            &gate.buf,
+            &ys.buf,
+        )?;
+
+        match &w.shared {
+            Some(sh) => {
+                let sff = sh.gate.rows();
+                let (g, u) = (self.alloc(t * sff)?, self.alloc(t * sff)?);
+                self.matmul_into(&sh.gate, x, t, &g)?;
+                self.matmul_into(&sh.up, x, t, &u)?;
+                self.swiglu_bufs(&g.buf, &u.buf, t * sff)?;
+                self.matmul_into(&sh.down, &g, t, out)?;
+            }
+            None => self
+                .rec()
+                .encoder(&self.ctx)
+                .clear_buffer(&out.buf, 0, None),
+        }
+        self.run(
+            KernelKey::plain(Kernel::MoeCombine),
+            &[&ids.buf, &wts.buf, &ys.buf, &out.buf],
+            &params,
+            (t * hidden).div_ceil(256),
+        )
+    }
+}

@@ -1,0 +1,209 @@
+//! Command recording. Every op appends to one pending command encoder; nothing is submitted
+//! until the host needs a result (`read`, `argmax`), so a decoded token is one submission.
+//! Writes, clears and copies are recorded in the same encoder, in order with the dispatches.
+//!
+//! Per-dispatch parameters go to a host-side arena of 256-byte uniform slots; the arena is
+//! written to its GPU buffers just before the submit (queue writes run before the submitted
+//! commands, and after earlier submissions, so a slot can be reused by the next token).
+
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+use super::super::{BackendError, Result};
+use super::device::Context;
+use super::kernels::Compiled;
+use super::profile::Profiler;
+
+/// Bytes per parameter slot: the largest uniform offset alignment Vulkan drivers ask for.
+const SLOT: usize = 256;
+const SLOTS_PER_CHUNK: usize = 256;
+
+struct ParamChunk {
+    buf: wgpu::Buffer,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    chunks: Vec<ParamChunk>,
+    /// Slots used by the pending encoder.
+    used: usize,
+    pub profiler: Option<Profiler>,
+}
+
+impl Recorder {
+    pub fn encoder(&mut self, ctx: &Context) -> &mut wgpu::CommandEncoder {
+        self.encoder.get_or_insert_with(|| {
+            ctx.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("kiln"),
+                })
+        })
+    }
+
+    fn param_slot(&mut self, ctx: &Context, params: &[u32]) -> (usize, u64) {
+        let (chunk, slot) = (self.used / SLOTS_PER_CHUNK, self.used % SLOTS_PER_CHUNK);
+        if chunk == self.chunks.len() {
+            self.chunks.push(ParamChunk {
+                buf: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln params"),
+                    size: (SLOT * SLOTS_PER_CHUNK) as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                data: vec![0u8; SLOT * SLOTS_PER_CHUNK],
+            });
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        let at = slot * SLOT;
+        self.chunks[chunk].data[at..at + bytes.len()].copy_from_slice(bytes);
+        self.chunks[chunk].data[at + bytes.len()..at + SLOT].fill(0);
+        self.used += 1;
+        (chunk, at as u64)
+    }
+
+    /// Records one dispatch of `groups` workgroups (spread over x and y when more than one
+    /// dimension allows).
+    pub fn dispatch(
+        &mut self,
+        ctx: &Context,
+        kernel: &Compiled,
+        label: impl FnOnce() -> String,
+        bufs: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: u32,
+    ) -> Result<()> {
+        if bufs.len() != kernel.storage.len() {
+            return Err(BackendError::Gpu(format!(
+                "{}: {} buffers bound, the kernel declares {}",
+                label(),
+                bufs.len(),
+                kernel.storage.len()
+            )));
+        }
+        if groups == 0 {
+            return Ok(());
+        }
+        if self.profiler.as_ref().is_some_and(|p| p.full()) {
+            self.flush(ctx)?;
+        }
+        let (chunk, offset) = self.param_slot(ctx, params);
+        let mut entries: Vec<wgpu::BindGroupEntry> = kernel
+            .storage
+            .iter()
+            .zip(bufs)
+            .map(|(&binding, b)| wgpu::BindGroupEntry {
+                binding,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: kernel.uniform,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.chunks[chunk].buf,
+                offset,
+                size: NonZeroU64::new(SLOT as u64),
+            }),
+        });
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let max = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+        let (x, y) = if groups <= max {
+            (groups, 1)
+        } else {
+            (max, groups.div_ceil(max))
+        };
+        let ts = self.profiler.as_mut().map(|p| p.begin(label()));
+        let enc = self.encoder(ctx);
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: ts.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(*i),
+                end_of_pass_write_index: Some(*i + 1),
+            }),
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Submits everything recorded so far (a no-op when nothing is pending).
+    pub fn flush(&mut self, ctx: &Context) -> Result<()> {
+        let Some(mut enc) = self.encoder.take() else {
+            return ctx.check();
+        };
+        for (i, c) in self.chunks.iter().enumerate() {
+            let used = self
+                .used
+                .saturating_sub(i * SLOTS_PER_CHUNK)
+                .min(SLOTS_PER_CHUNK);
+            if used > 0 {
+                ctx.queue.write_buffer(&c.buf, 0, &c.data[..used * SLOT]);
+            }
+        }
+        self.used = 0;
+        let pending_profile = self.profiler.as_mut().and_then(|p| p.resolve(&mut enc));
+        ctx.queue.submit([enc.finish()]);
+        if let (Some(p), Some(read)) = (self.profiler.as_mut(), pending_profile) {
+            let bytes = map_read(ctx, &read)?;
+            p.collect(&bytes, ctx.queue.get_timestamp_period());
+        }
+        ctx.check()
+    }
+
+    /// Copies `size` bytes of `buf` from `offset` back to the host, after all recorded work.
+    pub fn read_back(
+        &mut self,
+        ctx: &Context,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if size > 0 {
+            self.encoder(ctx)
+                .copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        }
+        self.flush(ctx)?;
+        let mut bytes = map_read(ctx, &staging)?;
+        bytes.truncate(size as usize);
+        Ok(bytes)
+    }
+}
+
+/// Maps a MAP_READ buffer (after its copy was submitted) and returns its bytes.
+pub fn map_read(ctx: &Context, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+        Arc::new(Mutex::new(None));
+    let sink = done.clone();
+    let slice = buf.slice(..);
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    });
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| BackendError::Gpu(format!("waiting for the GPU: {e}")))?;
+    let status = done.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match status {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(BackendError::Gpu(format!("mapping a readback: {e}"))),
+        None => return Err(BackendError::Gpu("a readback never completed".into())),
+    }
+    let bytes = slice
+        .get_mapped_range()
+        .map_err(|e| BackendError::Gpu(format!("mapping a readback: {e:?}")))?
+        .to_vec();
+    buf.unmap();
+    Ok(bytes)
+}

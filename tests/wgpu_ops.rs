@@ -1,0 +1,762 @@
+//! Every wgpu op against the CPU backend's op on random inputs, by normalised mean squared
+//! error (llama.cpp's test-backend-ops idea). Quantized products are compared with the CPU's
+//! exact path (f32 dot products against the dequantized weights), which is what the GPU
+//! kernels compute, so the bound is f32 rounding, not quantization noise.
+//!
+//! These tests need a Vulkan adapter (CI: Mesa lavapipe from mesa-vulkan-drivers) and fail
+//! without one.
+
+use kiln::backend::cpu::CpuBackend;
+use kiln::backend::wgpu::WgpuBackend;
+use kiln::backend::{
+    Backend, FfnWeights, KdaDims, KdaInputs, MlaDims, MlaWeights, MoeWeights, TensorBytes,
+};
+use kiln::quant::{GgmlType, quantize_rows};
+
+/// NMSE bound of f32 ops (different summation orders, GPU exp/log).
+const F32_NMSE: f64 = 1e-7;
+
+fn gpu() -> WgpuBackend {
+    WgpuBackend::new(None).expect("a Vulkan adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+fn cpu() -> CpuBackend {
+    CpuBackend::new(true)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+}
+
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    assert!(
+        den > 0.0,
+        "reference is all zeros: the test would prove nothing"
+    );
+    num / den
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], bound: f64) {
+    let e = nmse(got, want);
+    assert!(e <= bound, "{what}: NMSE {e:e} > {bound:e}");
+}
+
+/// A tensor's bytes in `ty` from f32 values, owned so both backends can borrow it.
+struct Tensor {
+    name: String,
+    ty: GgmlType,
+    ne: [usize; 4],
+    bytes: Vec<u8>,
+}
+
+impl Tensor {
+    fn new(name: &str, ty: GgmlType, ne: [usize; 4], values: &[f32]) -> Tensor {
+        let bytes = quantize_rows(ty, values, ne[0], None).unwrap();
+        Tensor {
+            name: name.to_string(),
+            ty,
+            ne,
+            bytes,
+        }
+    }
+
+    fn view(&self) -> TensorBytes<'_> {
+        TensorBytes {
+            name: &self.name,
+            ty: self.ty,
+            ne: self.ne,
+            bytes: &self.bytes,
+        }
+    }
+}
+
+/// Uploads to the backend and runs `f` on it; returns what `f` read back.
+fn buf<B: Backend>(b: &B, data: &[f32]) -> B::Buf {
+    let mut x = b.alloc(data.len()).unwrap();
+    b.write(&mut x, data).unwrap();
+    x
+}
+
+const ALL_TYPES: [GgmlType; 12] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn matmul_case<B: Backend>(b: &B, w: &Tensor, x: &[f32], t: usize) -> Vec<f32> {
+    let rows = w.ne[1] * w.ne[2] * w.ne[3];
+    let wb = b.upload(w.view()).unwrap();
+    let xb = buf(b, x);
+    let mut out = b.alloc(t * rows).unwrap();
+    b.matmul(&wb, &xb, t, &mut out).unwrap();
+    b.read(&out, t * rows).unwrap()
+}
+
+#[test]
+fn matmul_every_type_decode_and_prefill() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(1);
+    for ty in ALL_TYPES {
+        let cols = 512;
+        let rows = 37;
+        let w = Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0));
+        for t in [1, 5] {
+            let x = r.vec(t * cols, 1.0);
+            let got = matmul_case(&g, &w, &x, t);
+            let want = matmul_case(&c, &w, &x, t);
+            assert_close(&format!("matmul {ty} t={t}"), &got, &want, F32_NMSE);
+        }
+    }
+}
+
+#[test]
+fn matmul_float_rows_of_any_multiple_of_four() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(2);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        let (cols, rows, t) = (68, 9, 3);
+        let w = Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0));
+        let x = r.vec(t * cols, 1.0);
+        assert_close(
+            &format!("matmul {ty} cols={cols}"),
+            &matmul_case(&g, &w, &x, t),
+            &matmul_case(&c, &w, &x, t),
+            F32_NMSE,
+        );
+    }
+}
+
+/// A weight bigger than the (artificially lowered) binding limit is split over buffers.
+#[test]
+fn matmul_and_embed_split_weights() {
+    let mut g = gpu();
+    g.limit_binding_bytes(1000);
+    let c = cpu();
+    let mut r = Rng(3);
+    for ty in [GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16] {
+        let (cols, rows, t) = (256, 40, 6);
+        let w = Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0));
+        let x = r.vec(t * cols, 1.0);
+        assert_close(
+            &format!("split matmul {ty}"),
+            &matmul_case(&g, &w, &x, t),
+            &matmul_case(&c, &w, &x, t),
+            F32_NMSE,
+        );
+        let ids = [39u32, 0, 17, 5, 39];
+        assert_eq!(
+            embed_case(&g, &w, &ids),
+            embed_case(&c, &w, &ids),
+            "split embed {ty}"
+        );
+    }
+}
+
+fn embed_case<B: Backend>(b: &B, w: &Tensor, ids: &[u32]) -> Vec<f32> {
+    let wb = b.upload(w.view()).unwrap();
+    let mut out = b.alloc(ids.len() * w.ne[0]).unwrap();
+    b.embed(&wb, ids, &mut out).unwrap();
+    b.read(&out, ids.len() * w.ne[0]).unwrap()
+}
+
+/// Dequantization is exact in f32 on both sides: the rows must be equal bit for bit.
+#[test]
+fn embed_every_type() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(4);
+    for ty in ALL_TYPES {
+        let (cols, rows) = (256, 11);
+        let w = Tensor::new("emb", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 2.0));
+        let ids = [3u32, 10, 0, 3];
+        let got = embed_case(&g, &w, &ids);
+        let want = embed_case(&c, &w, &ids);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-6, "embed {ty}: max |Δ| {diff:e}");
+        assert!(want.iter().any(|&v| v != 0.0));
+    }
+    let w = Tensor::new("emb", GgmlType::F32, [8, 4, 1, 1], &r.vec(32, 1.0));
+    let wb = g.upload(w.view()).unwrap();
+    let mut out = g.alloc(8).unwrap();
+    assert!(g.embed(&wb, &[4], &mut out).is_err(), "id 4 of 4 rows");
+}
+
+#[test]
+fn rms_norm_swiglu_add_argmax() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(5);
+    let (t, n) = (3, 300);
+    let x = r.vec(t * n, 3.0);
+    let wv: Vec<f32> = r.vec(n, 0.2).iter().map(|v| 1.0 + v).collect();
+    let w = Tensor::new("norm", GgmlType::F32, [n, 1, 1, 1], &wv);
+    let w16 = Tensor::new("norm16", GgmlType::F16, [n, 1, 1, 1], &wv);
+    for w in [&w, &w16] {
+        let run = |b: &dyn Fn() -> Vec<f32>| b();
+        let got = run(&|| {
+            let wb = g.upload(w.view()).unwrap();
+            let xb = buf(&g, &x);
+            let mut o = g.alloc(t * n).unwrap();
+            g.rms_norm(&xb, &wb, 1e-5, t, &mut o).unwrap();
+            g.read(&o, t * n).unwrap()
+        });
+        let want = run(&|| {
+            let wb = c.upload(w.view()).unwrap();
+            let xb = buf(&c, &x);
+            let mut o = c.alloc(t * n).unwrap();
+            c.rms_norm(&xb, &wb, 1e-5, t, &mut o).unwrap();
+            c.read(&o, t * n).unwrap()
+        });
+        assert_close(&format!("rms_norm {}", w.ty), &got, &want, F32_NMSE);
+    }
+
+    let up = r.vec(t * n, 4.0);
+    let (gg, cg) = (
+        {
+            let mut a = buf(&g, &x);
+            g.swiglu(&mut a, &buf(&g, &up), t, n).unwrap();
+            g.read(&a, t * n).unwrap()
+        },
+        {
+            let mut a = buf(&c, &x);
+            c.swiglu(&mut a, &buf(&c, &up), t, n).unwrap();
+            c.read(&a, t * n).unwrap()
+        },
+    );
+    assert_close("swiglu", &gg, &cg, F32_NMSE);
+
+    let mut a = buf(&g, &x);
+    g.add(&mut a, &buf(&g, &up), t * n - 7).unwrap();
+    let got = g.read(&a, t * n).unwrap();
+    let mut want = x.clone();
+    for i in 0..t * n - 7 {
+        want[i] += up[i];
+    }
+    assert_eq!(got, want, "add (only the first len values)");
+
+    // Ties go to the first index, as torch and the CPU backend do.
+    let mut rows = r.vec(4 * 1000, 1.0);
+    rows[1000 + 500] = 5.0;
+    rows[1000 + 900] = 5.0;
+    rows[3 * 1000 + 999] = 2.0;
+    let got = g.argmax(&buf(&g, &rows), 4, 1000).unwrap();
+    assert_eq!(got, c.argmax(&rows, 4, 1000).unwrap());
+    assert_eq!(got[1], 500);
+    assert_eq!(got[3], 999);
+}
+
+fn kda_dims(heads: usize, head_dim: usize) -> KdaDims {
+    KdaDims {
+        heads,
+        head_dim,
+        conv_kernel: 4,
+        l2_eps: 1e-6,
+    }
+}
+
+#[test]
+fn short_conv_with_state() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(6);
+    let dm = kda_dims(2, 32);
+    let ch = dm.width();
+    let w = Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0));
+    let x = r.vec(8 * ch, 2.0);
+    let s0 = r.vec(3 * ch, 1.0);
+    fn run<B: Backend>(b: &B, w: &Tensor, x: &[f32], s0: &[f32], dm: KdaDims) -> Vec<f32> {
+        let ch = dm.width();
+        let wb = b.upload(w.view()).unwrap();
+        let mut st = buf(b, s0);
+        let mut all = Vec::new();
+        // 6 tokens, then 1, then 1: the state carries across calls, including t < kernel - 1.
+        for (a, e) in [(0, 6), (6, 7), (7, 8)] {
+            let mut o = b.alloc((e - a) * ch).unwrap();
+            b.short_conv(&buf(b, &x[a * ch..e * ch]), &wb, &mut st, e - a, dm, &mut o)
+                .unwrap();
+            all.extend(b.read(&o, (e - a) * ch).unwrap());
+        }
+        all.extend(b.read(&st, 3 * ch).unwrap());
+        all
+    }
+    assert_close(
+        "short_conv",
+        &run(&g, &w, &x, &s0, dm),
+        &run(&c, &w, &x, &s0, dm),
+        F32_NMSE,
+    );
+}
+
+#[test]
+fn kda_gate_and_gated_rms_norm() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(7);
+    let dm = kda_dims(3, 32);
+    let (t, wd) = (4, dm.width());
+    // Pre-activations from −30 to 30 cross softplus's cut-over at 20 and its tiny tail.
+    let gv: Vec<f32> = r.vec(t * wd, 30.0);
+    let bv = r.vec(t * dm.heads, 4.0);
+    let dt = Tensor::new("dt", GgmlType::F32, [wd, 1, 1, 1], &r.vec(wd, 1.0));
+    let a = Tensor::new(
+        "a",
+        GgmlType::F32,
+        [1, dm.heads, 1, 1],
+        &r.vec(dm.heads, 1.0)
+            .iter()
+            .map(|u| -(1.0 + 7.5 * (u + 1.0)))
+            .collect::<Vec<_>>(),
+    );
+    fn gate<B: Backend>(
+        b: &B,
+        gv: &[f32],
+        bv: &[f32],
+        dt: &Tensor,
+        a: &Tensor,
+        t: usize,
+        dm: KdaDims,
+    ) -> Vec<f32> {
+        let (dtb, ab) = (b.upload(dt.view()).unwrap(), b.upload(a.view()).unwrap());
+        let (mut gb, mut bb) = (buf(b, gv), buf(b, bv));
+        b.kda_gate(&mut gb, &mut bb, &dtb, &ab, t, dm).unwrap();
+        let mut v = b.read(&gb, gv.len()).unwrap();
+        v.extend(b.read(&bb, bv.len()).unwrap());
+        v
+    }
+    assert_close(
+        "kda_gate",
+        &gate(&g, &gv, &bv, &dt, &a, t, dm),
+        &gate(&c, &gv, &bv, &dt, &a, t, dm),
+        F32_NMSE,
+    );
+
+    let o = r.vec(t * wd, 2.0);
+    let gt = r.vec(t * wd, 3.0);
+    let nw = Tensor::new(
+        "o_norm",
+        GgmlType::F32,
+        [dm.head_dim, 1, 1, 1],
+        &r.vec(dm.head_dim, 0.2)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect::<Vec<_>>(),
+    );
+    fn gnorm<B: Backend>(
+        b: &B,
+        o: &[f32],
+        gt: &[f32],
+        nw: &Tensor,
+        t: usize,
+        dm: KdaDims,
+    ) -> Vec<f32> {
+        let wb = b.upload(nw.view()).unwrap();
+        let mut ob = buf(b, o);
+        b.gated_rms_norm(&mut ob, &buf(b, gt), &wb, 1e-5, t, dm)
+            .unwrap();
+        b.read(&ob, o.len()).unwrap()
+    }
+    assert_close(
+        "gated_rms_norm",
+        &gnorm(&g, &o, &gt, &nw, t, dm),
+        &gnorm(&c, &o, &gt, &nw, t, dm),
+        F32_NMSE,
+    );
+}
+
+/// Gate values shaped like the real model's, through the CPU gate.
+fn kda_inputs(t: usize, dm: KdaDims, r: &mut Rng) -> [Vec<f32>; 5] {
+    let wd = dm.width();
+    let (q, k, v) = (r.vec(t * wd, 1.0), r.vec(t * wd, 1.0), r.vec(t * wd, 1.0));
+    let mut g: Vec<f32> = r.vec(t * wd, 1.0).iter().map(|x| x * 6.0 - 1.0).collect();
+    let mut beta = r.vec(t * dm.heads, 1.0);
+    let c = cpu();
+    let dt = Tensor::new("dt", GgmlType::F32, [wd, 1, 1, 1], &r.vec(wd, 1.0));
+    let av: Vec<f32> = r
+        .vec(dm.heads, 1.0)
+        .iter()
+        .map(|u| -(1.0 + 7.5 * (u + 1.0)))
+        .collect();
+    let a = Tensor::new("a", GgmlType::F32, [1, dm.heads, 1, 1], &av);
+    c.kda_gate(
+        &mut g,
+        &mut beta,
+        &c.upload(dt.view()).unwrap(),
+        &c.upload(a.view()).unwrap(),
+        t,
+        dm,
+    )
+    .unwrap();
+    [q, k, v, g, beta]
+}
+
+fn delta_rule<B: Backend>(
+    b: &B,
+    inp: &[Vec<f32>; 5],
+    s0: &[f32],
+    t: usize,
+    dm: KdaDims,
+    chunked: bool,
+) -> Vec<f32> {
+    let [q, k, v, g, beta] = inp;
+    let (qb, kb, vb, gb, bb) = (buf(b, q), buf(b, k), buf(b, v), buf(b, g), buf(b, beta));
+    let x = KdaInputs {
+        q: &qb,
+        k: &kb,
+        v: &vb,
+        g: &gb,
+        beta: &bb,
+    };
+    let mut st = buf(b, s0);
+    let mut o = b.alloc(t * dm.width()).unwrap();
+    if chunked {
+        b.kda_chunked(x, &mut st, t, dm, &mut o).unwrap();
+    } else {
+        b.kda_recurrent(x, &mut st, t, dm, &mut o).unwrap();
+    }
+    let mut out = b.read(&o, t * dm.width()).unwrap();
+    out.extend(b.read(&st, s0.len()).unwrap());
+    out
+}
+
+#[test]
+fn kda_recurrent_and_chunked_from_a_nonzero_state() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(8);
+    for (heads, d) in [(2, 32), (1, 128), (3, 24)] {
+        let dm = kda_dims(heads, d);
+        for (t, chunked) in [(1, false), (3, false), (1, true), (70, true)] {
+            let inp = kda_inputs(t, dm, &mut r);
+            let s0 = r.vec(heads * d * d, 1.0);
+            let got = delta_rule(&g, &inp, &s0, t, dm, chunked);
+            let want = delta_rule(&c, &inp, &s0, t, dm, chunked);
+            assert_close(
+                &format!("kda heads {heads} d {d} t {t} chunked {chunked}"),
+                &got,
+                &want,
+                F32_NMSE,
+            );
+        }
+    }
+}
+
+fn mla_dims() -> MlaDims {
+    MlaDims {
+        heads: 3,
+        kv_lora: 48,
+        nope: 24,
+        rope: 8,
+        v_dim: 20,
+        norm_eps: 1e-6,
+    }
+}
+
+struct MlaCase {
+    norm: Tensor,
+    k_b: Tensor,
+    v_b: Tensor,
+}
+
+impl MlaCase {
+    fn new(ty: GgmlType, dm: MlaDims, r: &mut Rng) -> MlaCase {
+        let (h, l) = (dm.heads, dm.kv_lora);
+        MlaCase {
+            norm: Tensor::new(
+                "kv_norm",
+                GgmlType::F32,
+                [l, 1, 1, 1],
+                &r.vec(l, 0.2).iter().map(|v| 1.0 + v).collect::<Vec<_>>(),
+            ),
+            k_b: Tensor::new("k_b", ty, [dm.nope, l, h, 1], &r.vec(dm.nope * l * h, 0.5)),
+            v_b: Tensor::new(
+                "v_b",
+                ty,
+                [l, dm.v_dim, h, 1],
+                &r.vec(l * dm.v_dim * h, 0.5),
+            ),
+        }
+    }
+
+    /// Runs the calls (pos, q, kv) in order on one cache; returns every output and the cache.
+    fn run<B: Backend>(
+        &self,
+        b: &B,
+        dm: MlaDims,
+        cap: usize,
+        calls: &[(usize, Vec<f32>, Vec<f32>)],
+    ) -> Vec<f32> {
+        let w = MlaWeights {
+            kv_norm: b.upload(self.norm.view()).unwrap(),
+            k_b: b.upload(self.k_b.view()).unwrap(),
+            v_b: b.upload(self.v_b.view()).unwrap(),
+        };
+        let mut cache = b.alloc(cap * dm.cache_width()).unwrap();
+        let mut all = Vec::new();
+        for (pos, q, kv) in calls {
+            let t = kv.len() / dm.cache_width();
+            let mut o = b.alloc(t * dm.heads * dm.v_dim).unwrap();
+            b.mla_attention(&buf(b, q), &buf(b, kv), &w, &mut cache, *pos, t, dm, &mut o)
+                .unwrap();
+            all.extend(b.read(&o, t * dm.heads * dm.v_dim).unwrap());
+        }
+        all.extend(b.read(&cache, cap * dm.cache_width()).unwrap());
+        all
+    }
+}
+
+#[test]
+fn mla_prefill_decode_and_long_context() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(9);
+    let dm = mla_dims();
+    let qw = dm.heads * (dm.nope + dm.rope);
+    for ty in [GgmlType::F32, GgmlType::F16] {
+        let case = MlaCase::new(ty, dm, &mut r);
+        // A 300-token prompt crosses two 128-position splits; then two decode steps.
+        let mut calls = Vec::new();
+        let mut pos = 0;
+        for t in [300, 1, 1] {
+            calls.push((pos, r.vec(t * qw, 1.0), r.vec(t * dm.cache_width(), 2.0)));
+            pos += t;
+        }
+        let cap = pos + 2;
+        assert_close(
+            &format!("mla {ty}"),
+            &case.run(&g, dm, cap, &calls),
+            &case.run(&c, dm, cap, &calls),
+            F32_NMSE,
+        );
+    }
+    let case = MlaCase::new(GgmlType::F32, dm, &mut r);
+    let w = MlaWeights {
+        kv_norm: g.upload(case.norm.view()).unwrap(),
+        k_b: g.upload(case.k_b.view()).unwrap(),
+        v_b: g.upload(case.v_b.view()).unwrap(),
+    };
+    let mut cache = g.alloc(4 * dm.cache_width()).unwrap();
+    let mut o = g.alloc(2 * dm.heads * dm.v_dim).unwrap();
+    let err = g.mla_attention(
+        &buf(&g, &r.vec(2 * qw, 1.0)),
+        &buf(&g, &r.vec(2 * dm.cache_width(), 1.0)),
+        &w,
+        &mut cache,
+        3,
+        2,
+        dm,
+        &mut o,
+    );
+    assert!(err.is_err(), "positions 3..5 do not fit a cache of 4");
+}
+
+struct MoeCase {
+    tensors: Vec<Tensor>,
+    n_used: usize,
+    shared: bool,
+}
+
+impl MoeCase {
+    fn new(
+        ty: GgmlType,
+        hidden: usize,
+        ff: usize,
+        n_expert: usize,
+        n_used: usize,
+        shared: bool,
+        r: &mut Rng,
+    ) -> MoeCase {
+        let mut tensors = vec![
+            Tensor::new(
+                "router",
+                GgmlType::F32,
+                [hidden, n_expert, 1, 1],
+                &r.vec(hidden * n_expert, 0.3),
+            ),
+            Tensor::new(
+                "bias",
+                GgmlType::F32,
+                [n_expert, 1, 1, 1],
+                &r.vec(n_expert, 0.3),
+            ),
+            Tensor::new(
+                "gate_exps",
+                ty,
+                [hidden, ff, n_expert, 1],
+                &r.vec(hidden * ff * n_expert, 0.2),
+            ),
+            Tensor::new(
+                "up_exps",
+                ty,
+                [hidden, ff, n_expert, 1],
+                &r.vec(hidden * ff * n_expert, 0.2),
+            ),
+            Tensor::new(
+                "down_exps",
+                ty,
+                [ff, hidden, n_expert, 1],
+                &r.vec(hidden * ff * n_expert, 0.2),
+            ),
+        ];
+        if shared {
+            tensors.push(Tensor::new(
+                "gate_sh",
+                ty,
+                [hidden, ff, 1, 1],
+                &r.vec(hidden * ff, 0.2),
+            ));
+            tensors.push(Tensor::new(
+                "up_sh",
+                ty,
+                [hidden, ff, 1, 1],
+                &r.vec(hidden * ff, 0.2),
+            ));
+            tensors.push(Tensor::new(
+                "down_sh",
+                ty,
+                [ff, hidden, 1, 1],
+                &r.vec(hidden * ff, 0.2),
+            ));
+        }
+        MoeCase {
+            tensors,
+            n_used,
+            shared,
+        }
+    }
+
+    fn run<B: Backend>(&self, b: &B, x: &[f32], t: usize) -> Vec<f32> {
+        let up: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|t| b.upload(t.view()).unwrap())
+            .collect();
+        let mut it = up.into_iter();
+        let mut next = || it.next().unwrap();
+        let (router, bias) = (next(), next());
+        let experts = FfnWeights {
+            gate: next(),
+            up: next(),
+            down: next(),
+        };
+        let shared = self.shared.then(|| FfnWeights {
+            gate: next(),
+            up: next(),
+            down: next(),
+        });
+        let w = MoeWeights {
+            router,
+            bias,
+            experts,
+            shared,
+            n_used: self.n_used,
+            scale: 2.446,
+        };
+        let hidden = self.tensors[0].ne[0];
+        let mut out = b.alloc(t * hidden).unwrap();
+        b.moe(&buf(b, x), &w, t, &mut out).unwrap();
+        b.read(&out, t * hidden).unwrap()
+    }
+}
+
+#[test]
+fn moe_routing_and_experts_on_the_gpu() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(10);
+    for (ty, shared) in [
+        (GgmlType::F32, true),
+        (GgmlType::Q8_0, false),
+        (GgmlType::Q4_K, true),
+    ] {
+        let (hidden, ff) = if ty == GgmlType::Q4_K {
+            (256, 256)
+        } else {
+            (64, 32)
+        };
+        let case = MoeCase::new(ty, hidden, ff, 16, 4, shared, &mut r);
+        for t in [1, 6] {
+            let x = r.vec(t * hidden, 1.0);
+            assert_close(
+                &format!("moe {ty} shared {shared} t={t}"),
+                &case.run(&g, &x, t),
+                &case.run(&c, &x, t),
+                F32_NMSE,
+            );
+        }
+    }
+}
+
+/// Recorded work stays in order: a write after a read of the same buffer does not overtake it.
+#[test]
+fn writes_zeroes_and_copies_keep_their_order() {
+    let g = gpu();
+    let mut a = buf(&g, &[1.0, 2.0, 3.0, 4.0]);
+    let mut acc = buf(&g, &[10.0, 10.0, 10.0, 10.0]);
+    g.add(&mut acc, &a, 4).unwrap();
+    g.write(&mut a, &[100.0, 100.0, 100.0, 100.0]).unwrap();
+    g.add(&mut acc, &a, 4).unwrap();
+    let mut b = g.alloc(6).unwrap();
+    g.copy(&acc, 1, &mut b, 2, 3).unwrap();
+    g.zero(&mut acc).unwrap();
+    assert_eq!(g.read(&acc, 4).unwrap(), vec![0.0; 4]);
+    assert_eq!(
+        g.read(&b, 6).unwrap(),
+        vec![0.0, 0.0, 112.0, 113.0, 114.0, 0.0]
+    );
+}
+
+#[test]
+fn profiler_times_kernels() {
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        assert!(g.set_profiling(true).is_err());
+        return;
+    }
+    g.set_profiling(true).unwrap();
+    let mut r = Rng(11);
+    let w = Tensor::new("w", GgmlType::Q4_K, [256, 8, 1, 1], &r.vec(256 * 8, 1.0));
+    let x = r.vec(256, 1.0);
+    let _ = matmul_case(&g, &w, &x, 1);
+    let _ = matmul_case(&g, &w, &x, 1);
+    let report = g.profile().unwrap();
+    let mm = report
+        .iter()
+        .find(|k| k.name == "matmul Q4_K")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(mm.calls, 2);
+    assert!(mm.total_ms >= 0.0);
+    assert!(kiln::backend::wgpu::format_report(&report, 5).contains("matmul Q4_K"));
+}
+
+#[test]
+fn list_adapters_finds_the_device() {
+    let all = kiln::backend::wgpu::list_adapters();
+    assert!(!all.is_empty(), "no Vulkan adapter");
+    assert!(all[0].max_storage_buffer_binding_size >= 128 << 20);
+    assert!(WgpuBackend::new(Some(all.len())).is_err());
+}
