@@ -20,12 +20,21 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: metadata, tensors, sizes per type, bits per weight.
     Inspect(cli::inspect::InspectArgs),
+    /// Prefill token ids and write the logits of every position to a .npy file.
+    Logits(cli::logits::LogitsArgs),
+    /// Generate tokens after a prompt.
+    Run(cli::run::RunArgs),
+    /// Measure prompt and decode speed (llama-bench style) and peak memory.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Logits(args) => cli::logits::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
@@ -26,28 +26,32 @@ fn tmp() -> &'static Path {
         .path()
 }
 
-/// Writes tests/fixtures/<name>/hf as a GGUF of `ty` with gguf-py, applying llama.cpp's transforms
-/// (tests/reference/selftest_gguf_roundtrip.py).
+/// Converts tests/fixtures/<name>/hf to a GGUF of `ty` (f32, f16, bf16, q8_0, ...) with
+/// kiln-convert, into this test run's temp dir; once per fixture and type, whichever test asks.
 fn convert(name: &str, ty: &str) -> PathBuf {
-    let out = tmp().join(format!("{name}-{ty}.gguf"));
-    let script = r#"
-import sys, os, json
-sys.path.insert(0, sys.argv[4])
-import gguf, kimi_tiny as kt, selftest_gguf_roundtrip as st
-ckpt, ty, out = sys.argv[1], sys.argv[2], sys.argv[3]
-cfg = json.load(open(os.path.join(ckpt, "config.json")))
-t = st.hf_to_gguf_tensors(kt.load_original(ckpt), cfg)
-st.write_gguf(out, t, cfg, None if ty == "F32" else gguf.GGMLQuantizationType[ty])
-"#;
-    let status = Command::new("/work/refenv/bin/python")
-        .args(["-c", script])
+    static DONE: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let key = format!("{name}-{ty}");
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = done.iter().find(|(k, _)| *k == key) {
+        return p.clone();
+    }
+    let out = tmp().join(format!("{key}.gguf"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(cargo)
+        .current_dir(root())
+        .args(["run", "--quiet", "-p", "kiln-convert", "--"])
         .arg(fixture(name).join("hf"))
-        .arg(ty)
+        .arg("-o")
         .arg(&out)
-        .arg(root().join("tests/reference"))
-        .status()
-        .expect("run python");
-    assert!(status.success(), "converting {name} to {ty} failed");
+        .args(["--type", ty, "--quiet"])
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "kiln-convert {name} --type {ty} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    done.push((key, out.clone()));
     out
 }
 
@@ -185,14 +189,101 @@ fn check_fixture_type(name: &str, ty: &str) {
 
 #[test]
 fn tiny_a_f32() {
-    check_fixture_type("tiny-a", "F32");
+    check_fixture_type("tiny-a", "f32");
 }
 
 #[test]
 fn all_fixtures_f32_f16_bf16() {
     for name in FIXTURES {
-        for ty in ["F32", "F16", "BF16"] {
+        for ty in ["f32", "f16", "bf16"] {
             check_fixture_type(name, ty);
         }
     }
+}
+
+/// Logits are a function of the tokens, not of how the sequence was fed: one prefill of
+/// prompt + continuation, a prefill split in two (the chunked KDA and the MLA cache start from
+/// a non-empty state) and prefill-then-decode give the same logits at every position.
+#[test]
+fn prefill_then_decode_equals_full_prefill() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let mut ids = read_ids(&dir.join("prompt.json"));
+        ids.extend(read_ids(&dir.join("continuation.json")));
+        let gguf = convert(name, "f32");
+        let file = Gguf::open(&gguf).unwrap();
+        let b = CpuBackend::new(false);
+        let model = Model::load(&file, &b).unwrap();
+        let vocab = model.config.vocab;
+
+        let mut cache = model.new_cache(&b, ids.len()).unwrap();
+        let full = model.forward(&b, &ids, &mut cache, Logits::All).unwrap();
+        let std = std_dev(&full.iter().map(|&v| v as f64).collect::<Vec<_>>());
+
+        let split = 100;
+        let mut cache = model.new_cache(&b, ids.len()).unwrap();
+        let mut stepped = model
+            .forward(&b, &ids[..split], &mut cache, Logits::All)
+            .unwrap();
+        stepped.extend(
+            model
+                .forward(&b, &ids[split..150], &mut cache, Logits::All)
+                .unwrap(),
+        );
+        for &id in &ids[150..] {
+            stepped.extend(model.forward(&b, &[id], &mut cache, Logits::Last).unwrap());
+        }
+        assert_eq!(cache.pos, ids.len());
+        assert_eq!(stepped.len(), full.len());
+        let err = full
+            .iter()
+            .zip(&stepped)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{name}: split prefill + decode vs one prefill: max|Δ| = {:.2e}·std",
+            err / std
+        );
+        assert!(err <= 1e-4 * std, "{name}: max |Δ| {err:e} (std {std})");
+        assert_eq!(stepped.len() / vocab, ids.len());
+    }
+}
+
+/// `kiln run --temp 0` prints the continuation transformers generated.
+#[test]
+fn kiln_run_prints_the_reference_continuation() {
+    let name = "tiny-b";
+    let dir = fixture(name);
+    let prompt: Vec<String> = read_ids(&dir.join("prompt.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let want: Vec<String> = read_ids(&dir.join("continuation.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let gguf = convert(name, "bf16");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "-m"])
+        .arg(&gguf)
+        .args([
+            "--tokens",
+            &prompt.join(","),
+            "-n",
+            &want.len().to_string(),
+            "--temp",
+            "0",
+            "--print-ids",
+        ])
+        .output()
+        .expect("run kiln");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        want.join(",")
+    );
 }

@@ -1,6 +1,9 @@
 //! The `kiln` commands, one file each; `main.rs` only parses arguments and dispatches here.
 
+pub mod bench;
 pub mod inspect;
+pub mod logits;
+pub mod run;
 pub mod tokenize;
 
 /// Writes `text` to stdout; a closed pipe (`kiln inspect x.gguf | head`) is not an error.

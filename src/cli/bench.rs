@@ -1,0 +1,201 @@
+//! `kiln bench`: prompt-processing and decode speed, llama-bench style, at one or more context
+//! depths, plus the process's peak resident memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::run::BackendKind;
+use kiln::backend::Backend;
+use kiln::backend::cpu::CpuBackend;
+use kiln::gguf::Gguf;
+use kiln::model::{HybridCache, Logits, Model};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Prompt tokens per prompt-processing test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Tokens per decode test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Context depths (tokens already in the cache), comma-separated.
+    #[arg(
+        short = 'd',
+        long = "depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub depth: Vec<usize>,
+    /// Runs per test; the table shows mean ± standard deviation.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 1)]
+    pub repetitions: usize,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Take every dot product in f32 against dequantized weights (reference path; slower).
+    #[arg(long)]
+    pub exact: bool,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match args.backend {
+        BackendKind::Cpu => bench(&CpuBackend::new(args.exact), args),
+    }
+}
+
+fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
+    let file = Gguf::open(&args.model)?;
+    let model =
+        Model::load(&file, b).with_context(|| format!("loading {}", args.model.display()))?;
+    let size: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+    let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+    let name = file
+        .get_str("general.name")
+        .map(str::to_string)
+        .or_else(|| {
+            args.model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+
+    let mut out = String::new();
+    out += "| model | size | params | backend | threads | test | t/s |\n";
+    out += "| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n";
+    super::print_stdout(&out)?;
+    let mut ids = TokenStream::new(model.config.vocab);
+    for &depth in &args.depth {
+        let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
+        for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
+            let mut speeds = Vec::new();
+            for _ in 0..args.repetitions.max(1) {
+                let mut cache = model.new_cache(b, depth + n)?;
+                if depth > 0 {
+                    model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
+                }
+                let secs = if kind == "pp" {
+                    let prompt = ids.take(n);
+                    let t0 = Instant::now();
+                    let l = model.forward(b, &prompt, &mut cache, Logits::Last)?;
+                    b.argmax(&l, 1, model.config.vocab)?;
+                    t0.elapsed().as_secs_f64()
+                } else {
+                    decode(b, &model, &mut cache, n, ids.take(1)[0])?
+                };
+                speeds.push(n as f64 / secs);
+            }
+            let (mean, sd) = mean_sd(&speeds);
+            let test = if depth > 0 {
+                format!("{kind}{n} @ d{depth}")
+            } else {
+                format!("{kind}{n}")
+            };
+            let row = format!(
+                "| {name} | {} | {} | {} | {} | {test} | {mean:.2} ± {sd:.2} |\n",
+                super::human_bytes(size),
+                human_count(params),
+                b.name(),
+                rayon::current_num_threads(),
+            );
+            super::print_stdout(&row)?;
+        }
+    }
+    let peak = peak_rss_bytes().map_or("unknown".to_string(), super::human_bytes);
+    super::print_stdout(&format!(
+        "\npeak memory (VmHWM): {peak}; weights mapped: {}\n",
+        super::human_bytes(size)
+    ))?;
+    Ok(())
+}
+
+/// `n` greedy decode steps from `first`; returns the seconds they took.
+fn decode<B: Backend>(
+    b: &B,
+    model: &Model<'_, B>,
+    cache: &mut HybridCache<B>,
+    n: usize,
+    first: u32,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let mut id = first;
+    for _ in 0..n {
+        let l = model.forward(b, &[id], cache, Logits::Last)?;
+        id = b.argmax(&l, 1, model.config.vocab)?[0];
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Deterministic pseudo-random token ids.
+struct TokenStream {
+    vocab: u64,
+    state: u64,
+}
+
+impl TokenStream {
+    fn new(vocab: usize) -> Self {
+        TokenStream {
+            vocab: vocab as u64,
+            state: 0x2545_F491_4F6C_DD1D,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                (self.state % self.vocab) as u32
+            })
+            .collect()
+    }
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / x.len() as f64;
+    (mean, var.sqrt())
+}
+
+fn human_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.2} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// The process's peak resident set size (VmHWM in /proc/self/status), where Linux reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        if cfg!(target_os = "linux") {
+            let peak = peak_rss_bytes().expect("VmHWM");
+            assert!(peak > 1 << 20, "{peak}");
+        }
+    }
+
+    #[test]
+    fn counts_and_stats() {
+        assert_eq!(human_count(1_500_000), "1.50 M");
+        assert_eq!(human_count(12), "12");
+        let (m, s) = mean_sd(&[1.0, 3.0]);
+        assert_eq!((m, s), (2.0, 1.0));
+    }
+}
