@@ -1,25 +1,62 @@
 //! kiln-convert: Hugging Face Kimi Linear checkpoint → GGUF that kiln and llama.cpp load.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use kiln_convert::convert::{self, TypeChoice};
 use kiln_convert::recipe::{FileType, Override, Recipe, parse_size, tensor_bytes};
+use kiln_convert::write::{self, TensorJob};
+use kiln_convert::{mapping, metadata, synth};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
     name = "kiln-convert",
     version,
-    about = "Kimi Linear checkpoint → llama.cpp-compatible GGUF"
+    about = "Kimi Linear checkpoint → llama.cpp-compatible GGUF",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Checkpoint directory (config.json, *.safetensors, model.safetensors.index.json).
-    checkpoint: PathBuf,
+    #[arg(required = true)]
+    checkpoint: Option<PathBuf>,
     /// Output GGUF file.
     #[arg(short, long, required_unless_present = "plan")]
     output: Option<PathBuf>,
     #[command(flatten)]
     types: TypeArgs,
+    /// Print the per-tensor plan and the resulting size; write nothing.
+    #[arg(long)]
+    plan: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Random weights at the true shapes of a model in models.toml.
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Model name, a [models.NAME] section of models.toml.
+    #[arg(long)]
+    model: String,
+    /// The model registry (default: ./models.toml, else the one in kiln's source tree).
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Output GGUF file.
+    #[arg(short, long, required_unless_present = "plan")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    types: TypeArgs,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Print the per-tensor plan and the resulting size; write nothing.
     #[arg(long)]
     plan: bool,
@@ -69,7 +106,7 @@ impl TypeArgs {
     }
 }
 
-fn print_plan(jobs: &[kiln_convert::write::TensorJob]) {
+fn print_plan(jobs: &[TensorJob]) {
     let mut total = 0u64;
     let mut params = 0u64;
     for j in jobs {
@@ -96,14 +133,18 @@ fn print_plan(jobs: &[kiln_convert::write::TensorJob]) {
 
 fn run_convert(cli: &Cli) -> Result<()> {
     let (ft, choice) = cli.types.choice()?;
-    let plan = convert::plan(&cli.checkpoint, &choice)?;
+    let dir = cli
+        .checkpoint
+        .as_deref()
+        .context("a checkpoint directory is required")?;
+    let plan = convert::plan(dir, &choice)?;
     if cli.plan {
         print_plan(&plan.jobs);
         return Ok(());
     }
     let out = cli.output.as_deref().context("--output is required")?;
     check_output(out)?;
-    let name = convert::model_name(&cli.checkpoint);
+    let name = convert::model_name(dir);
     let summary = convert::write(&plan, out, &name, ft.llama_ftype(), Vec::new(), !cli.quiet)?;
     eprintln!("wrote {}: {summary}", out.display());
     Ok(())
@@ -129,9 +170,50 @@ fn check_output(out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn run_synth(a: &SynthArgs) -> Result<()> {
+    let registry = match &a.models {
+        Some(p) => p.clone(),
+        None if Path::new("models.toml").is_file() => PathBuf::from("models.toml"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../models.toml"),
+    };
+    let cfg = synth::config_from_registry(&registry, &a.model)?;
+    let (ft, choice) = a.types.choice()?;
+    let tensors = mapping::layout(&cfg);
+    let types = choice.assign(&convert::model_info(&cfg), &tensors)?;
+    let jobs: Vec<TensorJob> = tensors
+        .iter()
+        .zip(types)
+        .map(|(t, ty)| TensorJob {
+            name: t.name.clone(),
+            ne: t.ne.clone(),
+            ty,
+        })
+        .collect();
+    if a.plan {
+        print_plan(&jobs);
+        return Ok(());
+    }
+    let out = a.output.as_deref().context("--output is required")?;
+    check_output(out)?;
+    let mut meta = metadata::general(&a.model, ft.llama_ftype());
+    meta.extend(metadata::hparams(&cfg));
+    let rows = synth::SynthRows {
+        names: jobs.iter().map(|j| j.name.clone()).collect(),
+        n_per_row: jobs.iter().map(|j| j.ne[0]).collect(),
+        seed: a.seed,
+    };
+    let summary = write::write_gguf(out, &meta, &jobs, &rows, !a.quiet)?;
+    eprintln!("wrote {}: {summary}", out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run_convert(&cli) {
+    let result = match &cli.cmd {
+        Some(Cmd::Synth(a)) => run_synth(a),
+        None => run_convert(&cli),
+    };
+    if let Err(e) = result {
         // One line: the chain of causes joined, most specific last.
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
