@@ -251,4 +251,53 @@ mod tests {
             }
         }
     }
+
+    /// ggml's test data (tests/test-quantize-fns.cpp): `0.1 + 2 cos(i + offset)`.
+    fn ggml_data(n: usize, offset: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| 0.1 + 2.0 * (i as f32 + offset).cos())
+            .collect()
+    }
+
+    /// The fast path (activations quantized to the dot type) against the f32 product with the
+    /// dequantized weights, within ggml's dot-product bound: |error| / n ≤ 0.02 (0.04 for the
+    /// 2- and 3-bit types), as test-quantize-fns checks it.
+    #[test]
+    fn quantized_matmul_within_ggml_dot_error() {
+        let (cols, rows, t) = (4096, 8, 3);
+        let w: Vec<f32> = (0..rows)
+            .flat_map(|r| ggml_data(cols, r as f32 * 0.37))
+            .collect();
+        let x: Vec<f32> = (0..t)
+            .flat_map(|i| ggml_data(cols, 1.0 + i as f32))
+            .collect();
+        use GgmlType::*;
+        for ty in [Q4_0, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
+            let bound = if matches!(ty, Q2_K | Q3_K) {
+                0.04
+            } else {
+                0.02
+            };
+            let bytes = quantize_rows(ty, &w, cols, None).unwrap();
+            let view = MatView::new(ty, cols, rows, &bytes).unwrap();
+            let (mut fast, mut exact) = (vec![0f32; t * rows], vec![0f32; t * rows]);
+            matmul(view, &x, t, &mut fast, false).unwrap();
+            matmul(view, &x, t, &mut exact, true).unwrap();
+            let worst = fast
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs() / cols as f32)
+                .fold(0f32, f32::max);
+            eprintln!("{ty}: worst dot error per element {worst:.2e} (bound {bound})");
+            assert!(
+                worst <= bound,
+                "{ty}: dot error {worst} per element > {bound}"
+            );
+            // The fast path must really take the quantized dot: Q8_K/Q8_0 activations round.
+            assert!(
+                fast != exact,
+                "{ty}: fast path equals the exact path bit for bit"
+            );
+        }
+    }
 }
