@@ -4,6 +4,7 @@
 //! [`quant`] knows every block format bit for bit.
 
 pub mod backend;
+pub mod chat;
 pub mod gguf;
 pub mod model;
 pub mod quant;

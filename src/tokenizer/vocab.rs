@@ -31,11 +31,13 @@ impl TokenType {
     }
 }
 
+/// `(left id, right id)` → `(rank, merged id)`.
+pub(crate) type MergeMap = FxHashMap<(u32, u32), (u32, u32)>;
+
 /// How a pair of adjacent pieces merges: by a merge list, or, when a file has none (allowed
 /// for `kimi-k2`), by the id of the merged token, which is tiktoken's rank.
 pub(crate) enum MergeRule {
-    /// `(left id, right id)` → `(rank, merged id)`.
-    Merges(FxHashMap<(u32, u32), (u32, u32)>),
+    Merges(MergeMap),
     Ranks,
 }
 
@@ -178,11 +180,7 @@ impl Vocab {
     }
 }
 
-fn parse_merges(
-    file: &str,
-    texts: &[String],
-    list: &[String],
-) -> Result<FxHashMap<(u32, u32), (u32, u32)>, TokenizerError> {
+fn parse_merges(file: &str, texts: &[String], list: &[String]) -> Result<MergeMap, TokenizerError> {
     let mut id_of_text: FxHashMap<&str, u32> = FxHashMap::default();
     id_of_text.reserve(texts.len());
     for (i, t) in texts.iter().enumerate() {
