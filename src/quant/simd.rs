@@ -1,16 +1,19 @@
 //! AVX2 building blocks shared by the block-type dot products, ported from ggml-cpu's
 //! arch/x86/quants.c so that our SIMD dots sum in the same order as ggml's and give its bits.
 
-/// Whether the AVX2 + FMA kernels may run on this CPU (the detection result is cached by std).
+/// Whether the AVX2 + FMA kernels may run on this CPU. Setting `KILN_PORTABLE=1` forces the
+/// portable kernels, so that tests can hold them against ggml on machines that have AVX2.
 pub(super) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let forced_off = std::env::var_os("KILN_PORTABLE").is_some_and(|v| v == "1");
+        #[cfg(target_arch = "x86_64")]
+        let detected = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let detected = false;
+        detected && !forced_off
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
