@@ -95,7 +95,7 @@ fn cvtt(v: f32) -> i32 {
 /// bits (ties to even). Only meaningful for |v| <= 2^22; outside that ggml's result is whatever
 /// the bits say, and so is ours.
 #[inline]
-pub(super) fn nearest_int(v: f32) -> i32 {
+fn nearest_int(v: f32) -> i32 {
     let val = v + 12_582_912.0;
     (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
@@ -274,8 +274,8 @@ fn blocks_of_row(x: &[f32]) -> impl Iterator<Item = &[f32; QK]> {
         .map(|c| c.try_into().expect("chunks_exact yields QK elements"))
 }
 
-/// (absolute maximum, the signed value that has it), first occurrence, as ggml's symmetric
-/// quantizers pick it.
+/// The signed value of largest magnitude (its first occurrence), as ggml's symmetric quantizers
+/// pick the value their scale maps to the most negative quant.
 fn signed_amax(xb: &[f32; QK]) -> f32 {
     let mut amax = 0f32;
     let mut max = 0f32;
