@@ -99,12 +99,18 @@ impl GgmlType {
 
     /// The type named `name` (case-insensitive, as ggml spells it: "q4_K", "F16", ...).
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE.iter().find(|e| e.1.eq_ignore_ascii_case(name)).map(|e| e.0)
+        TABLE
+            .iter()
+            .find(|e| e.1.eq_ignore_ascii_case(name))
+            .map(|e| e.0)
     }
 
     fn entry(self) -> &'static (GgmlType, &'static str, usize, usize) {
         // The table holds every variant; the enum and the table are kept together in this file.
-        TABLE.iter().find(|e| e.0 == self).expect("every GgmlType is in TABLE")
+        TABLE
+            .iter()
+            .find(|e| e.0 == self)
+            .expect("every GgmlType is in TABLE")
     }
 
     pub fn id(self) -> u32 {

@@ -13,7 +13,16 @@ use std::sync::Once;
 struct TypeTraitsCpu {
     from_float: Option<unsafe extern "C" fn(*const f32, *mut c_void, i64)>,
     vec_dot: Option<
-        unsafe extern "C" fn(c_int, *mut f32, usize, *const c_void, usize, *const c_void, usize, c_int),
+        unsafe extern "C" fn(
+            c_int,
+            *mut f32,
+            usize,
+            *const c_void,
+            usize,
+            *const c_void,
+            usize,
+            c_int,
+        ),
     >,
     vec_dot_type: u32,
     nrows: i64,
@@ -68,9 +77,13 @@ pub fn requires_imatrix(ty: u32) -> bool {
 
 /// `ggml_quantize_chunk` over `src` (rows of `n_per_row`), with optional importance weights.
 pub fn quantize_chunk(ty: u32, src: &[f32], n_per_row: usize, imatrix: Option<&[f32]>) -> Vec<u8> {
-    assert!(n_per_row > 0 && src.len() % n_per_row == 0);
+    assert!(n_per_row > 0 && src.len().is_multiple_of(n_per_row));
     if let Some(w) = imatrix {
-        assert_eq!(w.len(), n_per_row, "ggml takes one importance weight per column");
+        assert_eq!(
+            w.len(),
+            n_per_row,
+            "ggml takes one importance weight per column"
+        );
     }
     let nrows = src.len() / n_per_row;
     let mut dst = vec![0u8; nrows * row_size(ty, n_per_row)];
@@ -91,7 +104,9 @@ pub fn quantize_chunk(ty: u32, src: &[f32], n_per_row: usize, imatrix: Option<&[
 
 /// The type's `from_float_ref` (the reference quantizer; the only entry point for Q8_K).
 pub fn from_float_ref(ty: u32, src: &[f32]) -> Vec<u8> {
-    let f = traits(ty).from_float_ref.expect("type has no from_float_ref");
+    let f = traits(ty)
+        .from_float_ref
+        .expect("type has no from_float_ref");
     let mut dst = vec![0u8; row_size(ty, src.len())];
     unsafe { f(src.as_ptr(), dst.as_mut_ptr().cast(), src.len() as i64) };
     dst
@@ -113,7 +128,9 @@ pub fn vec_dot_type(ty: u32) -> u32 {
 
 /// ggml-cpu's quantizer into the dot type (may use SIMD; equal to the reference in value).
 pub fn cpu_from_float(ty: u32, src: &[f32]) -> Vec<u8> {
-    let f = cpu_traits(ty).from_float.expect("type has no cpu from_float");
+    let f = cpu_traits(ty)
+        .from_float
+        .expect("type has no cpu from_float");
     let mut dst = vec![0u8; row_size(ty, src.len())];
     unsafe { f(src.as_ptr(), dst.as_mut_ptr().cast(), src.len() as i64) };
     dst
@@ -126,7 +143,18 @@ pub fn vec_dot(ty: u32, n: usize, w: &[u8], x: &[u8]) -> f32 {
     assert_eq!(x.len(), row_size(t.vec_dot_type, n));
     let f = t.vec_dot.expect("type has no cpu vec_dot");
     let mut s = 0f32;
-    unsafe { f(n as c_int, &mut s, 0, w.as_ptr().cast(), 0, x.as_ptr().cast(), 0, 1) };
+    unsafe {
+        f(
+            n as c_int,
+            &mut s,
+            0,
+            w.as_ptr().cast(),
+            0,
+            x.as_ptr().cast(),
+            0,
+            1,
+        )
+    };
     s
 }
 
