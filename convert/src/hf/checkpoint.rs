@@ -231,7 +231,7 @@ fn open_shard(
     let (header_len, meta) =
         safetensors::SafeTensors::read_metadata(&map).map_err(|e| HfError::BadShard {
             path: path.into(),
-            reason: describe(&e, map.len()),
+            reason: describe(&e, map.len(), declared_len(&map)),
         })?;
     let data_start = 8 + header_len;
     let mut entries = HashMap::new();
@@ -263,15 +263,35 @@ fn open_shard(
     ))
 }
 
-fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+fn describe(
+    e: &safetensors::SafeTensorError,
+    file_len: usize,
+    header_len: Option<usize>,
+) -> String {
     use safetensors::SafeTensorError as E;
     match e {
         E::MetadataIncompleteBuffer => {
-            format!("truncated: the header promises more data than the file's {file_len} bytes")
+            let expected =
+                header_len.map_or(String::new(), |n| format!(", the header describes {n}"));
+            format!("truncated or padded: the file has {file_len} bytes{expected}")
         }
         E::HeaderTooSmall | E::HeaderTooLarge => {
             format!("truncated or corrupt header ({file_len} bytes)")
         }
         other => other.to_string(),
     }
+}
+
+/// The file size the header's offsets imply, for the error message of a size mismatch.
+fn declared_len(map: &[u8]) -> Option<usize> {
+    let n = u64::from_le_bytes(map.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(map.get(8..8usize.checked_add(n)?)?).ok()?;
+    let end = header
+        .as_object()?
+        .values()
+        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    Some(8 + n + end as usize)
 }
