@@ -287,3 +287,85 @@ fn kiln_run_prints_the_reference_continuation() {
         want.join(",")
     );
 }
+
+fn prefill(gguf: &Path, prompt: &[u32], exact: bool) -> Vec<f32> {
+    let file = Gguf::open(gguf).unwrap();
+    let b = CpuBackend::new(exact);
+    let model = Model::load(&file, &b).unwrap();
+    let mut cache = model.new_cache(&b, prompt.len()).unwrap();
+    model.forward(&b, prompt, &mut cache, Logits::All).unwrap()
+}
+
+/// transformers' logits on the weights `gguf` holds, dequantized by gguf-py
+/// (tests/reference/gguf_to_hf.py).
+fn transformers_on(gguf: &Path, name: &str) -> Vec<f64> {
+    let out = gguf.with_extension("logits.npy");
+    let status = Command::new("/work/refenv/bin/python")
+        .arg(root().join("tests/reference/gguf_to_hf.py"))
+        .arg(gguf)
+        .arg(fixture(name).join("hf/config.json"))
+        .arg("--prompt")
+        .arg(fixture(name).join("prompt.json"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run gguf_to_hf.py");
+    assert!(status.success(), "gguf_to_hf.py on {}", gguf.display());
+    read_npy(&out).0
+}
+
+/// Mean over positions of KL(p_ref ‖ p) and the share of positions with the same top-1.
+fn kl_and_top1(reference: &[f64], logits: &[f32], vocab: usize) -> (f64, f64) {
+    let (mut kl, mut same) = (0.0, 0);
+    let rows = reference.len() / vocab;
+    for (r, l) in reference
+        .chunks_exact(vocab)
+        .zip(logits.chunks_exact(vocab))
+    {
+        let log_softmax = |x: Vec<f64>| {
+            let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            x.into_iter().map(|v| v - lse).collect::<Vec<_>>()
+        };
+        let lp = log_softmax(r.to_vec());
+        let lq = log_softmax(l.iter().map(|&v| v as f64).collect());
+        kl += lp
+            .iter()
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>();
+        let top = |x: &[f64]| (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best });
+        same += usize::from(top(&lp) == top(&lq));
+    }
+    (kl / rows as f64, same as f64 / rows as f64)
+}
+
+/// Quantized files: the f32 reference path (`--exact`) equals transformers run on the file's
+/// dequantized weights; the fast path (activations quantized to each type's dot type) is
+/// reported as top-1 agreement and KL against the same reference.
+#[test]
+fn quantized_files_exact_path_matches_transformers_on_dequantized_weights() {
+    for name in FIXTURES {
+        let prompt = read_ids(&fixture(name).join("prompt.json"));
+        for ty in ["q8_0", "q6_k", "q4_k_m"] {
+            let gguf = convert(name, ty);
+            let reference = transformers_on(&gguf, name);
+            let vocab = reference.len() / prompt.len();
+            let std = std_dev(&reference);
+            let exact = prefill(&gguf, &prompt, true);
+            let err = max_abs_diff(&exact, &reference);
+            let (kl, top1) = kl_and_top1(&reference, &prefill(&gguf, &prompt, false), vocab);
+            eprintln!(
+                "{name} {ty}: exact max|Δ| = {:.2e}·std; fast path top-1 {:.1}%, mean KL {kl:.2e}",
+                err / std,
+                100.0 * top1
+            );
+            assert!(
+                err <= 1e-3 * std,
+                "{name} {ty}: exact path off by {err:e} (std {std})"
+            );
+        }
+    }
+}
