@@ -5,6 +5,8 @@
 
 use crate::hf::KimiConfig;
 use crate::write::RowSource;
+use half::f16;
+use kiln::quant::GgmlType;
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -159,6 +161,108 @@ impl RowSource for SynthRows {
             }
         });
         Ok(())
+    }
+
+    fn raw(&self, index: usize, ty: GgmlType, r0: usize, rows: usize) -> Option<Vec<u8>> {
+        let n = self.n_per_row[index];
+        let (_, half) = distribution(&self.names[index], n);
+        let row_bytes = ty.row_bytes(n)?;
+        let layout = BlockLayout::of(ty)?;
+        let tseed = mix(self.seed ^ mix(index as u64 + 1));
+        let mut out = vec![0u8; rows * row_bytes];
+        out.par_chunks_mut(row_bytes)
+            .enumerate()
+            .for_each(|(k, row)| {
+                random_row(
+                    row,
+                    ty.type_size(),
+                    &layout,
+                    half / 3f32.sqrt(),
+                    mix(tseed ^ ((r0 + k) as u64)),
+                );
+            });
+        Some(out)
+    }
+}
+
+/// Where a block keeps its fp16 scales, and how big a weight is per unit of `d` on average, so
+/// random quant bits under a chosen `d` give weights of the wanted spread.
+struct BlockLayout {
+    d_at: usize,
+    /// Offset of the fp16 min (`dmin` or `m`) and its size in units of `d`.
+    min: Option<(usize, f32)>,
+    /// Typical |weight| / d for uniformly random quant bits and scales.
+    unit: f32,
+}
+
+impl BlockLayout {
+    fn of(ty: GgmlType) -> Option<BlockLayout> {
+        use GgmlType::*;
+        Some(match ty {
+            Q8_0 => BlockLayout {
+                d_at: 0,
+                min: None,
+                unit: 73.0,
+            },
+            Q4_0 => BlockLayout {
+                d_at: 0,
+                min: None,
+                unit: 4.6,
+            },
+            Q5_0 => BlockLayout {
+                d_at: 0,
+                min: None,
+                unit: 9.2,
+            },
+            Q5_1 => BlockLayout {
+                d_at: 0,
+                min: Some((2, -15.5)),
+                unit: 9.2,
+            },
+            Q2_K => BlockLayout {
+                d_at: 80,
+                min: Some((82, 1.5)),
+                unit: 14.0,
+            },
+            Q3_K => BlockLayout {
+                d_at: 108,
+                min: None,
+                unit: 40.0,
+            },
+            Q4_K => BlockLayout {
+                d_at: 0,
+                min: Some((2, 7.5)),
+                unit: 264.0,
+            },
+            Q5_K => BlockLayout {
+                d_at: 0,
+                min: Some((2, 15.5)),
+                unit: 540.0,
+            },
+            Q6_K => BlockLayout {
+                d_at: 208,
+                min: None,
+                unit: 1380.0,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Random quant bits with finite fp16 scales chosen for weights of standard deviation `std`.
+fn random_row(row: &mut [u8], block: usize, l: &BlockLayout, std: f32, seed: u64) {
+    for (i, c) in row.chunks_mut(8).enumerate() {
+        let b = mix(seed.wrapping_add(i as u64)).to_le_bytes();
+        c.copy_from_slice(&b[..c.len()]);
+    }
+    for (bi, blk) in row.chunks_mut(block).enumerate() {
+        // Scales vary ±25% from block to block, like a trained tensor's.
+        let jitter = 1.0 + 0.25 * unit(seed ^ 0x5eed, bi as u64);
+        let d = std * jitter / l.unit;
+        blk[l.d_at..l.d_at + 2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        if let Some((at, k)) = l.min {
+            blk[at..at + 2].copy_from_slice(&f16::from_f32(d * k).to_bits().to_le_bytes());
+        }
     }
 }
 

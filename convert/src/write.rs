@@ -38,6 +38,11 @@ pub trait RowSource: Sync {
     fn fill(&self, index: usize, r0: usize, out: &mut [f32]) -> Result<(), String>;
     /// Rows `[r0, r1)` of tensor `index` are written; their source may be released.
     fn done(&self, _index: usize, _r0: usize, _r1: usize) {}
+    /// `rows` rows from `r0` of tensor `index` already encoded as `ty`, for sources that can
+    /// make blocks directly (random models); `None` sends them through `fill` and quantization.
+    fn raw(&self, _index: usize, _ty: GgmlType, _r0: usize, _rows: usize) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +165,20 @@ fn write_tensor(
     let n = j.ne[0];
     let nrows = j.n_rows();
     let per = (CHUNK_ELEMS / n).max(1);
-    let mut buf = vec![0f32; per.min(nrows) * n];
+    // Allocated on first use: sources that make blocks directly never need it.
+    let mut buf: Vec<f32> = Vec::new();
     let mut r0 = 0;
     while r0 < nrows {
         let r1 = (r0 + per).min(nrows);
-        let chunk = &mut buf[..(r1 - r0) * n];
-        rows.fill(i, r0, chunk)?;
-        let bytes = quant::quantize_rows(j.ty, chunk, n, None).map_err(|e| e.to_string())?;
+        let bytes = match rows.raw(i, j.ty, r0, r1 - r0) {
+            Some(b) => b,
+            None => {
+                buf.resize(per.min(nrows) * n, 0.0);
+                let chunk = &mut buf[..(r1 - r0) * n];
+                rows.fill(i, r0, chunk)?;
+                quant::quantize_rows(j.ty, chunk, n, None).map_err(|e| e.to_string())?
+            }
+        };
         wr.write_all(&bytes).map_err(|e| e.to_string())?;
         rows.done(i, r0, r1);
         pb.inc(bytes.len() as u64);

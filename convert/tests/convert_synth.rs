@@ -64,6 +64,15 @@ fn pure_q4_k_layout_with_finite_blocks() {
         );
         let rms = (vals.iter().map(|v| (v * v) as f64).sum::<f64>() / vals.len() as f64).sqrt();
         assert!(rms > 1e-3 && rms < 20.0, "{name}: rms {rms}");
+        // Matrices get the spread of a trained layer, 1.5/sqrt(fan_in), whatever the block type.
+        if quantizable && name != "token_embd.weight" {
+            let ratio = rms * (ne0 as f64).sqrt() / 1.5;
+            assert!(
+                (0.7..1.4).contains(&ratio),
+                "{name} ({}): rms {rms} is {ratio:.2} x the target",
+                t.ty()
+            );
+        }
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
