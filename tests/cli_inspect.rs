@@ -121,3 +121,18 @@ fn inspect_of_a_broken_file_is_one_line_and_a_failure() {
         assert!(!err.contains("panicked"));
     }
 }
+
+#[test]
+fn inspect_devices_lists_the_vulkan_adapters() {
+    // CI has Mesa's lavapipe, so at least the software adapter is there.
+    let out = kiln(&["inspect", "--devices", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().expect("an array of adapters");
+    assert!(!list.is_empty(), "no adapter listed");
+    assert!(list[0]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+}

@@ -7,9 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use super::run::BackendKind;
+use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
-use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
 use kiln::model::{HybridCache, Logits, Model};
 
@@ -35,17 +34,12 @@ pub struct BenchArgs {
     /// Runs per test; the table shows mean ± standard deviation.
     #[arg(short = 'r', long = "repetitions", default_value_t = 1)]
     pub repetitions: usize,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Take every dot product in f32 against dequantized weights (reference path; slower).
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    match args.backend {
-        BackendKind::Cpu => bench(&CpuBackend::new(args.exact), args),
-    }
+    with_backend!(&args.backend, |b| bench(b, args))
 }
 
 fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
     /// The GGUF file.
-    pub file: PathBuf,
+    #[arg(required_unless_present = "devices")]
+    pub file: Option<PathBuf>,
+    /// List the GPU adapters (index for `--gpu`, limits, features) instead.
+    #[arg(long)]
+    pub devices: bool,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -21,12 +25,45 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
-    let file = Gguf::open(&args.file)?;
+    if args.devices {
+        return devices(args.json);
+    }
+    let Some(path) = &args.file else {
+        anyhow::bail!("give a GGUF file, or --devices");
+    };
+    let file = Gguf::open(path)?;
     let report = Report::of(&file, args.max_array);
     let text = if args.json {
         serde_json::to_string_pretty(&report.to_json())? + "\n"
     } else {
         report.to_text()
+    };
+    crate::cli::print_stdout(&text)
+}
+
+fn devices(json: bool) -> anyhow::Result<()> {
+    let adapters = kiln::backend::wgpu::list_adapters();
+    let text = if json {
+        let list: Vec<Json> = adapters
+            .iter()
+            .map(|a| {
+                json!({
+                    "index": a.index, "name": a.name, "type": a.device_type, "driver": a.driver,
+                    "driver_info": a.driver_info, "max_buffer_size": a.max_buffer_size,
+                    "max_storage_buffer_binding_size": a.max_storage_buffer_binding_size,
+                    "max_compute_workgroup_storage_size": a.max_compute_workgroup_storage_size,
+                    "max_compute_invocations_per_workgroup": a.max_compute_invocations_per_workgroup,
+                    "subgroup_size": [a.min_subgroup_size, a.max_subgroup_size],
+                    "shader_f16": a.shader_f16, "subgroups": a.subgroups,
+                    "timestamp_query": a.timestamp_query, "shader_int64": a.shader_int64,
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(&list)? + "\n"
+    } else if adapters.is_empty() {
+        "no Vulkan adapter found (is a Vulkan driver and libvulkan.so.1 installed?)\n".to_string()
+    } else {
+        adapters.iter().map(|a| format!("{a}\n")).collect()
     };
     crate::cli::print_stdout(&text)
 }

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::run::BackendKind;
+use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
-use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
 use kiln::model::{Logits, Model};
 
@@ -32,11 +31,8 @@ pub struct LogitsArgs {
     /// Output .npy file.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Take every dot product in f32 against dequantized weights (reference path; slower).
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub fn run(args: &LogitsArgs) -> anyhow::Result<()> {
@@ -48,9 +44,7 @@ pub fn run(args: &LogitsArgs) -> anyhow::Result<()> {
     if ids.is_empty() {
         bail!("no token ids given");
     }
-    match args.backend {
-        BackendKind::Cpu => logits(&CpuBackend::new(args.exact), args, &ids),
-    }
+    with_backend!(&args.backend, |b| logits(b, args, &ids))
 }
 
 fn logits<B: Backend>(b: &B, args: &LogitsArgs, ids: &[u32]) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The `kiln` commands, one file each; `main.rs` only parses arguments and dispatches here.
 
+pub mod backend;
 pub mod bench;
 pub mod inspect;
 pub mod logits;

@@ -6,18 +6,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+use super::backend::{BackendArgs, with_backend};
+// Re-exported while `chat` still names it here.
+pub use super::backend::BackendKind;
 use kiln::backend::Backend;
-use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
 use kiln::model::{Logits, Model};
-
-/// The backends a command can run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    Cpu,
-}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -50,17 +46,12 @@ pub struct RunArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Take every dot product in f32 against dequantized weights (reference path; slower).
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    match args.backend {
-        BackendKind::Cpu => generate(&CpuBackend::new(args.exact), args),
-    }
+    with_backend!(&args.backend, |b| generate(b, args))
 }
 
 fn generate<B: Backend>(b: &B, args: &RunArgs) -> anyhow::Result<()> {
