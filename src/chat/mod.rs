@@ -7,8 +7,10 @@
 
 mod pyjson;
 mod pylist;
+pub mod repl;
 mod rng;
 pub mod sampler;
+pub mod session;
 pub mod stop;
 mod strftime;
 pub mod template;
