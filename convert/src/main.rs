@@ -144,6 +144,11 @@ fn run_convert(cli: &Cli) -> Result<()> {
     }
     let out = cli.output.as_deref().context("--output is required")?;
     check_output(out)?;
+    // Tokenizer conversion is not implemented yet, so every file is written without a vocab.
+    eprintln!(
+        "warning: {}: writing no tokenizer (vocab conversion is not implemented); the file needs an external vocab",
+        dir.display()
+    );
     let name = convert::model_name(dir);
     let summary = convert::write(&plan, out, &name, ft.llama_ftype(), Vec::new(), !cli.quiet)?;
     eprintln!("wrote {}: {summary}", out.display());
