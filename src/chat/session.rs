@@ -378,10 +378,9 @@ impl<'a, 'w, B: Backend> Session<'a, 'w, B> {
             .forward(self.backend, ids, &mut self.cache, Logits::Last)
             .map_err(SessionError::from)
             .and_then(|buf| {
-                Ok(self
-                    .backend
+                self.backend
                     .read(&buf, self.model.config.vocab)
-                    .map_err(SessionError::from)?)
+                    .map_err(SessionError::from)
             });
         match run {
             Ok(logits) => {
