@@ -148,6 +148,20 @@ pub trait Backend: Sync {
 
     fn name(&self) -> &'static str;
 
+    /// Starts timing every kernel on the device (`kiln bench --profile`). Backends without a
+    /// kernel profiler say so.
+    fn start_profile(&self) -> Result<()> {
+        Err(BackendError::Gpu(format!(
+            "the {} backend has no kernel profiler",
+            self.name()
+        )))
+    }
+
+    /// The `top` kernels by device time since [`Backend::start_profile`], as a table.
+    fn profile_report(&self, _top: usize) -> Result<String> {
+        Ok(String::new())
+    }
+
     /// Makes a weight usable by the kernels, from the raw bytes of the file.
     fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<Self::Weight<'w>>;
     /// A zeroed buffer of `len` f32 values.

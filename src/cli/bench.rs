@@ -36,6 +36,9 @@ pub struct BenchArgs {
     pub repetitions: usize,
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Time every kernel with GPU timestamp queries and print the top ones (slows the run).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -62,6 +65,9 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     out += "| model | size | params | backend | threads | test | t/s |\n";
     out += "| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n";
     super::print_stdout(&out)?;
+    if args.profile {
+        b.start_profile()?;
+    }
     let mut ids = TokenStream::new(model.config.vocab);
     for &depth in &args.depth {
         let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
@@ -70,7 +76,10 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
             for _ in 0..args.repetitions.max(1) {
                 let mut cache = model.new_cache(b, depth + n)?;
                 if depth > 0 {
-                    model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
+                    let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
+                    // Waits for the depth prefill, which a GPU backend has only queued, so it
+                    // is not timed as part of the test.
+                    b.argmax(&l, 1, model.config.vocab)?;
                 }
                 let secs = if kind == "pp" {
                     let prompt = ids.take(n);
@@ -104,6 +113,12 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         "\npeak memory (VmHWM): {peak}; weights mapped: {}\n",
         super::human_bytes(size)
     ))?;
+    if args.profile {
+        super::print_stdout(&format!(
+            "\ntop kernels by device time\n{}",
+            b.profile_report(20)?
+        ))?;
+    }
     Ok(())
 }
 

@@ -9,8 +9,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::backend::{BackendArgs, with_backend};
-// Re-exported while `chat` still names it here.
-pub use super::backend::BackendKind;
 use kiln::backend::Backend;
 use kiln::gguf::Gguf;
 use kiln::model::{Logits, Model};

@@ -274,6 +274,14 @@ impl Backend for WgpuBackend {
         "wgpu"
     }
 
+    fn start_profile(&self) -> Result<()> {
+        self.set_profiling(true)
+    }
+
+    fn profile_report(&self, top: usize) -> Result<String> {
+        Ok(profile::format_report(&self.profile()?, top))
+    }
+
     fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<WgpuWeight<'w>> {
         if !SUPPORTED.contains(&t.ty) {
             return Err(BackendError::UnsupportedType {
