@@ -162,19 +162,56 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(name: &str, command: &str) -> Tmux {
+    /// Runs `argv` directly (no shell, so Ctrl-C reaches only kiln) in a 200×50 pane that
+    /// stays after the program exits, so its exit status can be read.
+    fn start(name: &str, argv: &[String]) -> Tmux {
         let t = Tmux {
             socket: format!("kiln-chat-test-{}-{name}", std::process::id()),
         };
         let status = Command::new("tmux")
             .args(["-L", &t.socket, "-f", "/dev/null", "new-session", "-d"])
-            .args(["-x", "200", "-y", "50", "-s", "chat", command])
+            .args(["-x", "200", "-y", "50", "-s", "chat"])
+            .args(argv)
             .status()
             .expect(
                 "tmux must be installed to test `kiln chat` in a terminal (apt-get install tmux)",
             );
         assert!(status.success(), "tmux new-session failed");
+        t.tmux(&["set-option", "-t", "chat", "remain-on-exit", "on"]);
         t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits for the program to end and returns its exit status.
+    fn exit_status(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.tmux(&[
+                "display-message",
+                "-p",
+                "-t",
+                "chat",
+                "#{pane_dead} #{pane_dead_status}",
+            ]);
+            if let Some(status) = s.trim().strip_prefix("1 ") {
+                return status.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "kiln did not exit; screen:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -251,15 +288,25 @@ fn field(line: &str, key: &str) -> usize {
     digits.parse().unwrap()
 }
 
-fn chat_command(model: &Path, history: &Path, extra: &str) -> String {
-    // The shell line after kiln shows its exit status and keeps the pane open to read it.
-    format!(
-        "'{}' chat -m '{}' --backend cpu --temp 1 --seed 3 --ignore-eos --history '{}' {extra}; \
-         echo KILN-EXIT-$?; sleep 600",
-        env!("CARGO_BIN_EXE_kiln"),
-        model.display(),
-        history.display()
-    )
+fn chat_command(model: &Path, history: &Path, extra: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![env!("CARGO_BIN_EXE_kiln").into(), "chat".into()];
+    argv.extend(["-m".into(), model.display().to_string()]);
+    argv.extend(["--history".into(), history.display().to_string()]);
+    for a in [
+        "--backend",
+        "cpu",
+        "--temp",
+        "1",
+        "--seed",
+        "3",
+        "--ignore-eos",
+    ]
+    .iter()
+    .chain(extra)
+    {
+        argv.push(a.to_string());
+    }
+    argv
 }
 
 #[test]
@@ -267,7 +314,10 @@ fn terminal_turns_reset_and_exit() {
     let dir = tempfile::tempdir().unwrap();
     let model = model_file(dir.path());
     let history = dir.path().join("state/history");
-    let t = Tmux::start("turns", &chat_command(&model, &history, "-n 8 --ctx 2048"));
+    let t = Tmux::start(
+        "turns",
+        &chat_command(&model, &history, &["-n", "8", "--ctx", "2048"]),
+    );
     t.wait("the prompt", at_prompt);
 
     t.line("Hello there");
@@ -332,8 +382,7 @@ fn terminal_turns_reset_and_exit() {
     t.line("/stats");
     t.wait("the totals", |s| s.contains("turns: 3 |"));
     t.keys(&["C-d"]);
-    let s = t.wait("the exit", |s| s.contains("KILN-EXIT-"));
-    assert!(s.contains("KILN-EXIT-0"), "{s}");
+    assert_eq!(t.exit_status(), "0");
     let h = std::fs::read_to_string(&history).unwrap();
     assert!(h.contains("Hello there") && h.contains("/reset"), "{h}");
     assert!(!h.contains("never sent"), "{h}");
@@ -346,7 +395,7 @@ fn terminal_ctrl_c_stops_only_the_answer() {
     let history = dir.path().join("history");
     let t = Tmux::start(
         "cancel",
-        &chat_command(&model, &history, "-n 100000 --ctx 100001"),
+        &chat_command(&model, &history, &["-n", "100000", "--ctx", "100001"]),
     );
     t.wait("the prompt", at_prompt);
     t.line("Tell me everything");
@@ -366,11 +415,11 @@ fn terminal_ctrl_c_stops_only_the_answer() {
     let line = stats_lines(&s)[0];
     assert!(line.ends_with(", cancelled]"), "{line}");
     assert!(field(line, "generated:") < 100_000, "{line}");
-    assert!(!s.contains("KILN-EXIT-"), "Ctrl-C ended the program:\n{s}");
+    let alive = t.tmux(&["display-message", "-p", "-t", "chat", "#{pane_dead}"]);
+    assert_eq!(alive.trim(), "0", "Ctrl-C ended the program:\n{s}");
     // Still running: a command answers, then Ctrl-D leaves cleanly.
     t.line("/stats");
     t.wait("the totals", |s| s.contains("turns: 1 |"));
     t.keys(&["C-d"]);
-    let s = t.wait("the exit", |s| s.contains("KILN-EXIT-"));
-    assert!(s.contains("KILN-EXIT-0"), "{s}");
+    assert_eq!(t.exit_status(), "0");
 }
