@@ -296,24 +296,46 @@ fn prefill(gguf: &Path, prompt: &[u32], exact: bool) -> Vec<f32> {
     model.forward(&b, prompt, &mut cache, Logits::All).unwrap()
 }
 
-/// transformers' logits on the weights `gguf` holds, dequantized by gguf-py
-/// (tests/reference/gguf_to_hf.py).
-fn transformers_on(gguf: &Path, name: &str) -> Vec<f64> {
-    let out = gguf.with_extension("logits.npy");
-    let status = Command::new("/work/refenv/bin/python")
-        .arg(root().join("tests/reference/gguf_to_hf.py"))
-        .arg(gguf)
-        .arg(fixture(name).join("hf/config.json"))
-        .arg("--prompt")
-        .arg(fixture(name).join("prompt.json"))
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run gguf_to_hf.py");
-    assert!(status.success(), "gguf_to_hf.py on {}", gguf.display());
-    read_npy(&out).0
+/// sha256 of a whole file, lowercase hex.
+fn sha256_hex(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// transformers' logits on the weights `gguf` holds, dequantized by gguf-py: computed once by
+/// tests/reference/make_quant_logits.py (gguf_to_hf.py) and committed as
+/// tests/fixtures/<name>/quant/<ty>.{logits.npy,json}. The json records the sha256 of the GGUF the
+/// reference was computed from; the file converted here must be that very file.
+fn transformers_on(gguf: &Path, name: &str, ty: &str) -> Vec<f64> {
+    let dir = fixture(name).join("quant");
+    let meta_path = dir.join(format!("{ty}.json"));
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&meta_path).unwrap_or_else(|e| panic!("{}: {e}", meta_path.display())),
+    )
+    .unwrap();
+    let want = meta["gguf_sha256"].as_str().expect("gguf_sha256");
+    let got = sha256_hex(gguf);
+    assert_eq!(
+        got, want,
+        "{name} {ty}: kiln-convert's output is not the file the committed transformers reference \
+         was computed from (sha256 {got}, reference {want}); if the converter or quantizer change \
+         is intended, rerun tests/reference/make_quant_logits.py (a Python with \
+         torch + transformers, see tests/reference/README.md) and commit tests/fixtures/*/quant"
+    );
+    let (logits, shape) = read_npy(&dir.join(format!("{ty}.logits.npy")));
+    assert_eq!(
+        shape,
+        [
+            meta["prompt_len"].as_u64().unwrap() as usize,
+            meta["vocab"].as_u64().unwrap() as usize
+        ],
+        "{name} {ty}: logits shape"
+    );
+    logits
 }
 
 /// Mean over positions of KL(p_ref ‖ p) and the share of positions with the same top-1.
@@ -351,7 +373,8 @@ fn quantized_files_exact_path_matches_transformers_on_dequantized_weights() {
         let prompt = read_ids(&fixture(name).join("prompt.json"));
         for ty in ["q8_0", "q6_k", "q4_k_m"] {
             let gguf = convert(name, ty);
-            let reference = transformers_on(&gguf, name);
+            let reference = transformers_on(&gguf, name, ty);
+            assert_eq!(reference.len() % prompt.len(), 0);
             let vocab = reference.len() / prompt.len();
             let std = std_dev(&reference);
             let exact = prefill(&gguf, &prompt, true);
