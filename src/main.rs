@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: metadata, tensors, sizes per type, bits per weight.
     Inspect(cli::inspect::InspectArgs),
+    /// Talk to the model in the terminal.
+    Chat(cli::chat::ChatArgs),
     /// Print the token ids of a text under a GGUF's vocabulary.
     Tokenize(cli::tokenize::TokenizeArgs),
     /// Prefill token ids and write the logits of every position to a .npy file.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Tokenize(args) => cli::tokenize::run(args),
         Command::Logits(args) => cli::logits::run(args),
         Command::Run(args) => cli::run::run(args),
