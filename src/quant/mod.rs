@@ -92,7 +92,7 @@ fn blocks_of<B: Block>(bytes: &[u8]) -> std::borrow::Cow<'_, [B]> {
 }
 
 fn check_len<B: Block>(n: usize, bytes: usize) -> Result<usize, QuantError> {
-    if n % B::SIZE != 0 {
+    if !n.is_multiple_of(B::SIZE) {
         return Err(QuantError::RowNotBlockAligned {
             ty: B::TYPE,
             n,
@@ -183,7 +183,7 @@ pub fn quantize_rows(
             n: n_per_row,
             block: ty.block_size(),
         })?;
-    if n_per_row == 0 || src.len() % n_per_row != 0 {
+    if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
         return Err(QuantError::RowNotBlockAligned {
             ty,
             n: src.len(),
