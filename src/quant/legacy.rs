@@ -6,6 +6,7 @@
 //! follow its arch/x86 code, lane order included.
 
 use super::float::F16;
+use super::k_quants::common::{c_max, make_qkx3_quants, make_qx_quants};
 use super::{Block, GgmlType, RowCodec};
 use bytemuck::{Pod, Zeroable};
 
@@ -91,162 +92,6 @@ fn cvtt(v: f32) -> i32 {
     }
 }
 
-/// ggml's `nearest_int`: adding 1.5 * 2^23 makes the FPU round to an integer in the low mantissa
-/// bits (ties to even). Only meaningful for |v| <= 2^22; outside that ggml's result is whatever
-/// the bits say, and so is ours.
-#[inline]
-fn nearest_int(v: f32) -> i32 {
-    let val = v + 12_582_912.0;
-    (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
-}
-
-/// C's `MAX(a, b)` macro, `a > b ? a : b`, whose NaN behaviour differs from `f32::max`.
-#[inline]
-fn c_max(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
-}
-
-const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// `make_qx_quants` with importance weights `qw` (rmse_type 1): symmetric quants in
-/// [0, 2 * nmax) around `nmax`, searching 19 scales for the best weighted fit.
-fn make_qx_quants(nmax: i32, x: &[f32; QK], l_out: &mut [i8; QK], qw: &[f32; QK]) -> f32 {
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
-        *l_out = [0; QK];
-        return 0.0;
-    }
-    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-    let mut iscale = -(nmax as f32) / max;
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for i in 0..QK {
-        let l = quant(iscale, x[i]);
-        l_out[i] = (l + nmax) as i8;
-        let w = qw[i];
-        sumlx += w * x[i] * l as f32;
-        suml2 += w * l as f32 * l as f32;
-    }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..QK {
-            let l = quant(iscale, x[i]);
-            let w = qw[i];
-            sumlx += w * x[i] * l as f32;
-            suml2 += w * l as f32 * l as f32;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..QK {
-                l_out[i] = (nmax + quant(iscale, x[i])) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
-}
-
-/// `make_qkx3_quants` with weights, as Q5_1 calls it (rmin -0.9, rdelta 0.05, 36 steps, squared
-/// error): quants in [0, nmax] with a scale and a minimum fitted by weighted least squares.
-/// Returns (scale, -min).
-fn make_qkx3_quants(
-    nmax: i32,
-    x: &[f32; QK],
-    weights: &[f32; QK],
-    l_out: &mut [u8; QK],
-) -> (f32, f32) {
-    const RMIN: f32 = -0.9;
-    const RDELTA: f32 = 0.05;
-    const NSTEP: i32 = 36;
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..QK {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        *l_out = [0; QK];
-        return (0.0, -min);
-    }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_mad = 0f32;
-    for i in 0..QK {
-        let l = nearest_int(iscale * (x[i] - min));
-        l_out[i] = l.clamp(0, nmax) as u8;
-        let diff = scale * l_out[i] as f32 + min - x[i];
-        best_mad += weights[i] * (diff * diff);
-    }
-    let mut laux = [0u8; QK];
-    for is in 0..=NSTEP {
-        iscale = (RMIN + RDELTA * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..QK {
-            // The best minimum so far may sit at or near max, so v can be inf, NaN or too large.
-            let v = iscale * (x[i] - min);
-            let l = if v > 0.0 {
-                nearest_int(if v < nmax as f32 { v } else { nmax as f32 })
-            } else {
-                0
-            };
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut mad = 0f32;
-            for i in 0..QK {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                mad += weights[i] * (diff * diff);
-            }
-            if mad < best_mad {
-                *l_out = laux;
-                best_mad = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
-}
-
 /// The row's mean square, which `quantize_row_q*_impl` mixes into every element's weight.
 fn sigma2_of(row: &[f32]) -> f32 {
     let mut sum_x2 = 0f32;
@@ -310,7 +155,7 @@ impl BlockQ4_0 {
 
     fn quantize_weighted(xb: &[f32; QK], weight: &[f32; QK]) -> Self {
         let mut l = [0i8; QK];
-        let d = make_qx_quants(8, xb, &mut l, weight);
+        let d = make_qx_quants(8, xb, &mut l, 1, Some(weight));
         let mut qs = [0u8; 16];
         for j in 0..16 {
             qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
@@ -406,7 +251,7 @@ impl BlockQ5_0 {
 
     fn quantize_weighted(xb: &[f32; QK], weight: &[f32; QK]) -> Self {
         let mut l = [0i8; QK];
-        let d = make_qx_quants(16, xb, &mut l, weight);
+        let d = make_qx_quants(16, xb, &mut l, 1, Some(weight));
         let (qs, qh) = pack_5bit(|j| l[j] as u8);
         BlockQ5_0 {
             d: F16::from_f32(d),
@@ -512,7 +357,9 @@ impl BlockQ5_1 {
 
     fn quantize_weighted(xb: &[f32; QK], weight: &[f32; QK]) -> Self {
         let mut l = [0u8; QK];
-        let (d, min) = make_qkx3_quants(31, xb, weight, &mut l);
+        // Q5_1's search as ggml calls it: rmin -0.9, rdelta 0.05, 36 steps, squared error.
+        let mut laux = [0u8; QK];
+        let (d, min) = make_qkx3_quants(31, xb, weight, &mut l, &mut laux, -0.9, 0.05, 36, false);
         let (qs, qh) = pack_5bit(|j| l[j]);
         BlockQ5_1 {
             d: F16::from_f32(d),
@@ -777,6 +624,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::k_quants::common::nearest_int;
 
     fn row(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed | 1;

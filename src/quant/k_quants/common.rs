@@ -16,7 +16,7 @@ pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 /// Out-of-range, infinite or NaN inputs do not fail; they give whatever the bit trick gives,
 /// and that garbage is part of ggml's output on adversarial data, so it is reproduced.
 #[inline(always)]
-pub(super) fn nearest_int(fval: f32) -> i32 {
+pub(in crate::quant) fn nearest_int(fval: f32) -> i32 {
     let val = fval + 12_582_912.0;
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
@@ -29,7 +29,7 @@ pub(super) fn c_min(a: f32, b: f32) -> f32 {
 
 /// The C macro `MAX(a, b)`: `a > b ? a : b` (returns `b` when either is NaN).
 #[inline(always)]
-pub(super) fn c_max(a: f32, b: f32) -> f32 {
+pub(in crate::quant) fn c_max(a: f32, b: f32) -> f32 {
     if a > b { a } else { b }
 }
 
@@ -126,7 +126,7 @@ fn signed_absmax(x: &[f32]) -> (f32, f32) {
 /// ggml's `make_qx_quants`: symmetric quantization of `x` to `[-nmax, nmax)`, stored in `l`
 /// offset by `nmax`; returns the scale. `rmse_type` 0 is plain rounding, a negative value
 /// returns after one least-squares step, otherwise 18 nearby scales are tried.
-pub(super) fn make_qx_quants(
+pub(in crate::quant) fn make_qx_quants(
     nmax: i32,
     x: &[f32],
     l: &mut [i8],
@@ -406,7 +406,7 @@ pub(super) fn make_qkx2_quants(
 /// ggml's `make_qkx3_quants` (the importance-weighted quantizers of Q2_K, Q4_K, Q5_K). Every
 /// caller in ggml passes weights, so the x² fallback for missing weights is not needed.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn make_qkx3_quants(
+pub(in crate::quant) fn make_qkx3_quants(
     nmax: i32,
     x: &[f32],
     weights: &[f32],

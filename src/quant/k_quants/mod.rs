@@ -6,7 +6,8 @@
 //! with them the `_impl` ones. Dot products come as a portable port of ggml-cpu's generic code
 //! and an AVX2 version chosen at run time.
 
-mod common;
+// Shared with the legacy types, whose importance-weighted quantizers use the same searches.
+pub(super) mod common;
 mod q2_k;
 mod q3_k;
 mod q4_k;
