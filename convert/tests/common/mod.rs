@@ -29,7 +29,7 @@ pub fn kiln_convert(args: &[&std::ffi::OsStr]) -> Output {
         .expect("kiln-convert runs")
 }
 
-/// A Python with PyPI `gguf` and numpy: $KILN_PYTHON, else python3, else the reference venv.
+/// A Python with PyPI `gguf` and numpy: $KILN_PYTHON, else python3.
 /// CI installs both packages (`pip install gguf numpy`), so a missing one is a failure.
 pub fn python() -> PathBuf {
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -37,7 +37,6 @@ pub fn python() -> PathBuf {
         candidates.push(p.into());
     }
     candidates.push("python3".into());
-    candidates.push("/work/refenv/bin/python".into());
     for c in &candidates {
         let ok = Command::new(c)
             .args(["-c", "import gguf, numpy"])
