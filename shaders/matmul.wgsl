@@ -1,12 +1,14 @@
 // y = x · Wᵀ for a weight in any GGUF block format (the type file prepended to this one defines
-// QK, BLOCK_BYTES, PV, PV4 and part_values). The weight is read straight from its raw blocks.
+// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot). The weight is read
+// straight from its raw blocks.
 //
-// A workgroup owns one weight row: its 64 threads stride over the row's parts (32 values of a
-// quantized block, 4 of a float row), so each weight byte is read once per workgroup; the
-// per-thread partial sums are reduced in workgroup memory. `matmul` lets a workgroup serve TT
-// tokens so that a prefill reads each weight row once per TT tokens; `matmul_sel` serves one
-// (token, expert) pair and picks the expert's matrix inside a stacked tensor on the GPU, so that
-// the MoE and the per-head MLA products run without a host round trip.
+// `matvec` (one token) and `matmul_sel` (one token per (token, expert) pair) are the decode
+// kernels: a workgroup serves RPW weight rows, TPR threads per row striding over the row's
+// parts (part_dot fuses decoding with the multiply), so each weight byte is read once and the
+// TPR partial sums of a row are reduced in workgroup memory. `matmul_sel` picks the pair's
+// matrix inside a stacked tensor on the GPU, so that the MoE and the per-head MLA products run
+// without a host round trip. `matmul` lets a workgroup serve TT tokens so that a prefill reads
+// each weight row once per TT tokens.
 
 struct Params {
     rows: u32,
@@ -86,14 +88,67 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-@compute @workgroup_size(64)
+const MV_WG: u32 = 128u;
+const TPR: u32 = 16u;
+const RPW: u32 = MV_WG / TPR;
+
+var<workgroup> mred: array<f32, MV_WG>;
+
+// Sums the TPR partial sums of each row slot; the slot's lane 0 gets the total.
+fn reduce_rows(li: u32, v: f32) -> f32 {
+    mred[li] = v;
+    for (var step = TPR / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if li % TPR < step {
+            mred[li] += mred[li + step];
+        }
+    }
+    return mred[li];
+}
+
+// This lane's share of (weight row at byte rb) · (x from vec4 index xb0).
+fn row_dot(rb: u32, xb0: u32, lane: u32) -> f32 {
+    let per_blk = QK / PD;
+    let units = (p.cols / QK) * per_blk;
+    var acc = 0.0;
+    for (var u = lane; u < units; u += TPR) {
+        let blk = u / per_blk;
+        let part = u % per_blk;
+        acc += part_dot(rb + blk * BLOCK_BYTES, part, xb0 + (blk * QK + part * PD) / 4u);
+    }
+    return acc;
+}
+
+@compute @workgroup_size(128)
+fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let groups = (p.rows + RPW - 1u) / RPW;
+    let tok = lin / groups;
+    if tok >= p.t {
+        return;
+    }
+    let row = (lin % groups) * RPW + li / TPR;
+    let lane = li % TPR;
+    var acc = 0.0;
+    if row < p.rows {
+        acc = row_dot(row * row_bytes(), (p.x_off + tok * p.x_stride) / 4u, lane);
+    }
+    let s = reduce_rows(li, acc);
+    if lane == 0u && row < p.rows {
+        y[p.y_off + tok * p.y_stride + p.row0 + row] = s;
+    }
+}
+
+@compute @workgroup_size(128)
 fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
-    let r = lin % p.per;
-    let pair = lin / p.per;
+    let groups = (p.per + RPW - 1u) / RPW;
+    let pair = lin / groups;
     if pair >= p.t {
         return;
     }
+    let r = (lin % groups) * RPW + li / TPR;
+    let lane = li % TPR;
     var e: u32;
     if p.mode == 0u {
         e = ids[pair];
@@ -101,30 +156,14 @@ fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         e = pair % p.heads;
     }
     let grow = e * p.per + r;
-    if grow < p.row0 || grow >= p.row0 + p.rows {
-        return;
-    }
-    let rb = (grow - p.row0) * row_bytes();
-    let units = (p.cols / QK) * (QK / PV);
-    let xb0 = (p.x_off + (pair / p.x_div) * p.x_stride) / 4u;
+    let mine = r < p.per && grow >= p.row0 && grow < p.row0 + p.rows;
     var acc = 0.0;
-    for (var u = li; u < units; u += WG) {
-        let blk = u / (QK / PV);
-        let part = u % (QK / PV);
-        let v = part_values(rb + blk * BLOCK_BYTES, part);
-        let xb = xb0 + (blk * QK + part * PV) / 4u;
-        for (var i = 0u; i < PV4; i++) {
-            acc += dot(v[i], x[xb + i]);
-        }
+    if mine {
+        let xb0 = (p.x_off + (pair / p.x_div) * p.x_stride) / 4u;
+        acc = row_dot((grow - p.row0) * row_bytes(), xb0, lane);
     }
-    red[li] = acc;
-    for (var step = WG / 2u; step > 0u; step >>= 1u) {
-        workgroupBarrier();
-        if li < step {
-            red[li] += red[li + step];
-        }
-    }
-    if li == 0u {
-        y[p.y_off + pair * p.y_stride + r] = red[0];
+    let s = reduce_rows(li, acc);
+    if lane == 0u && mine {
+        y[p.y_off + pair * p.y_stride + r] = s;
     }
 }

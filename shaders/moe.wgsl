@@ -20,45 +20,59 @@ struct Params {
 @group(0) @binding(5) var<storage, read> ys: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const MAX_EXPERT_WORDS: u32 = 32u;
+// Experts one routing workgroup holds in workgroup memory.
+const MAX_EXPERTS: u32 = 1024u;
+const ROUTE_WG: u32 = 256u;
+
+var<workgroup> choice: array<f32, MAX_EXPERTS>;
+var<workgroup> chosen_score: array<f32, 64>;
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-@compute @workgroup_size(64)
-fn moe_route(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let tok = gid.x + gid.y * nwg.x * 64u;
+// One workgroup per token. Every expert's rank in the stable descending order of score + bias
+// is the number of experts that beat it (larger, or equal with a lower index); the n_used of
+// rank below n_used are the chosen ones, written in rank order. One barrier instead of n_used
+// serial passes over the experts.
+@compute @workgroup_size(256)
+fn moe_route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let tok = wid.x + wid.y * nwg.x;
     if tok >= p.t {
         return;
     }
     let lb = tok * p.n_expert;
-    var taken: array<u32, MAX_EXPERT_WORDS>;
-    var sum = 0.0;
-    for (var k = 0u; k < p.n_used; k++) {
-        var best = 0u;
-        var bv = -3.4028235e38;
-        var found = false;
-        for (var e = 0u; e < p.n_expert; e++) {
-            if (taken[e / 32u] & (1u << (e % 32u))) != 0u {
-                continue;
-            }
-            let v = sigmoid(logits[lb + e]) + bias[e];
-            if !found || v > bv {
-                bv = v;
-                best = e;
-                found = true;
+    for (var e = li; e < p.n_expert; e += ROUTE_WG) {
+        var v = sigmoid(logits[lb + e]) + bias[e];
+        // NaN would break the total order; it ranks last.
+        if v != v {
+            v = -3.4028235e38;
+        }
+        choice[e] = v;
+    }
+    workgroupBarrier();
+    for (var e = li; e < p.n_expert; e += ROUTE_WG) {
+        let v = choice[e];
+        var rank = 0u;
+        for (var j = 0u; j < p.n_expert; j++) {
+            let c = choice[j];
+            if c > v || (c == v && j < e) {
+                rank++;
             }
         }
-        taken[best / 32u] |= 1u << (best % 32u);
-        ids[tok * p.n_used + k] = best;
-        let s = sigmoid(logits[lb + best]);
-        wts[tok * p.n_used + k] = s;
-        sum += s;
+        if rank < p.n_used {
+            ids[tok * p.n_used + rank] = e;
+            chosen_score[rank] = sigmoid(logits[lb + e]);
+        }
     }
-    sum += 1e-20;
-    for (var k = 0u; k < p.n_used; k++) {
-        wts[tok * p.n_used + k] = wts[tok * p.n_used + k] / sum * p.scale;
+    workgroupBarrier();
+    if li < p.n_used {
+        var sum = 0.0;
+        for (var k = 0u; k < p.n_used; k++) {
+            sum += chosen_score[k];
+        }
+        sum += 1e-20;
+        wts[tok * p.n_used + li] = chosen_score[li] / sum * p.scale;
     }
 }
 

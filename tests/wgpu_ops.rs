@@ -746,11 +746,11 @@ fn profiler_times_kernels() {
     let report = g.profile().unwrap();
     let mm = report
         .iter()
-        .find(|k| k.name == "matmul Q4_K")
+        .find(|k| k.name == "matvec Q4_K")
         .unwrap_or_else(|| panic!("{report:?}"));
     assert_eq!(mm.calls, 2);
     assert!(mm.total_ms >= 0.0);
-    assert!(kiln::backend::wgpu::format_report(&report, 5).contains("matmul Q4_K"));
+    assert!(kiln::backend::wgpu::format_report(&report, 5).contains("matvec Q4_K"));
 }
 
 #[test]

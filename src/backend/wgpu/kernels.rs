@@ -53,6 +53,15 @@ fn decoder(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// The fused decode-and-multiply `part_dot` of the matrix kernels for `ty`: a type's own where
+/// it has one, else the generic one over `part_values`.
+fn dot_source(ty: GgmlType) -> &'static str {
+    match ty {
+        GgmlType::Q4_K => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
+        _ => include_str!("../../../shaders/quant/dot/generic.wgsl"),
+    }
+}
+
 /// Values per decoded unit of a row: rows must be a multiple of it. Float rows are decoded 4
 /// values at a time, so their length need only be a multiple of 4.
 pub fn row_quantum(ty: GgmlType) -> usize {
@@ -65,6 +74,7 @@ pub fn row_quantum(ty: GgmlType) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
+    Matvec,
     MatmulSel,
     Embed,
     RmsNorm,
@@ -88,6 +98,8 @@ struct Def {
     entry: &'static str,
     /// Reads a weight through a block decoder.
     typed: bool,
+    /// Multiplies a weight with activations (gets the type's `part_dot`).
+    product: bool,
     /// Storage bindings in the order the host passes buffers.
     storage: &'static [u32],
     uniform: u32,
@@ -99,11 +111,13 @@ impl Kernel {
             source,
             entry,
             typed,
+            product: source == MATMUL,
             storage,
             uniform,
         };
         match self {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
+            Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
             Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
             Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
@@ -201,7 +215,8 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
             let dec = decoder(ty).ok_or_else(|| {
                 BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry))
             })?;
-            format!("{COMMON}\n{dec}\n{}", def.source)
+            let dot = if def.product { dot_source(ty) } else { "" };
+            format!("{COMMON}\n{dec}\n{dot}\n{}", def.source)
         }
         (false, None) => def.source.to_string(),
         _ => {

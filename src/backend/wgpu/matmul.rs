@@ -1,11 +1,14 @@
-//! Dispatch math of the quantized products (`shaders/matmul.wgsl`): one workgroup per weight
-//! row and group of up to TT tokens, one dispatch per weight part.
+//! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
+//! part: a decoded token's products run RPW weight rows per workgroup (`matvec`,
+//! `matmul_sel`), a prefill's one weight row per workgroup and group of up to TT tokens.
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 
 /// Tokens a `matmul` workgroup serves (TT in the shader).
 const TT: usize = 4;
+/// Weight rows a `matvec` or `matmul_sel` workgroup serves (RPW in the shader).
+const RPW: usize = 8;
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
 pub enum Select<'a> {
@@ -67,11 +70,16 @@ impl WgpuBackend {
                 0,
                 1,
             ];
+            let (kernel, groups) = if t == 1 {
+                (Kernel::Matvec, part.rows.div_ceil(RPW))
+            } else {
+                (Kernel::Matmul, part.rows * t.div_ceil(TT))
+            };
             self.run(
-                KernelKey::typed(Kernel::Matmul, w.ty),
+                KernelKey::typed(kernel, w.ty),
                 &[&part.buf, &x.buf, &out.buf],
                 &params,
-                part.rows * t.div_ceil(TT),
+                groups,
             )?;
         }
         Ok(())
@@ -116,7 +124,7 @@ impl WgpuBackend {
                 KernelKey::typed(Kernel::MatmulSel, w.ty),
                 &[&part.buf, x, y, ids],
                 &params,
-                s.per * s.pairs,
+                s.per.div_ceil(RPW) * s.pairs,
             )?;
         }
         Ok(())

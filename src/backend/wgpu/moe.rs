@@ -8,8 +8,9 @@ use super::kernels::{Kernel, KernelKey};
 use super::matmul::{SelProduct, Select};
 use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
 
-/// Experts the routing kernel's bitmask covers (32 words).
+/// Experts and chosen experts per token the routing kernel holds in workgroup memory.
 const MAX_EXPERTS: usize = 1024;
+const MAX_USED: usize = 64;
 
 impl WgpuBackend {
     pub(super) fn moe_op(
@@ -23,9 +24,9 @@ impl WgpuBackend {
         let (k, ff) = (w.n_used, w.experts.gate.ne[1]);
         check_len(x.len, t * hidden)?;
         check_len(out.len, t * hidden)?;
-        if n_expert > MAX_EXPERTS || k == 0 || k > n_expert {
+        if n_expert > MAX_EXPERTS || k == 0 || k > n_expert || k > MAX_USED {
             return Err(BackendError::Gpu(format!(
-                "MoE of {n_expert} experts, {k} used: the routing kernel handles up to {MAX_EXPERTS}"
+                "MoE of {n_expert} experts, {k} used: the routing kernel handles up to {MAX_EXPERTS}, {MAX_USED} used"
             )));
         }
         if w.bias.n_elements() != n_expert {
@@ -59,7 +60,7 @@ impl WgpuBackend {
             KernelKey::plain(Kernel::MoeRoute),
             &[&logits.buf, &bias, &ids.buf, &wts.buf],
             &params,
-            t.div_ceil(64),
+            t,
         )?;
 
         let pairs = t * k;

@@ -1,0 +1,12 @@
+// The dot product of one decoded part with the activations, for block types without a fused
+// version: decode the part's PV values, then multiply.
+const PD: u32 = PV;
+
+fn part_dot(wb: u32, p: u32, xb: u32) -> f32 {
+    let v = part_values(wb, p);
+    var s = 0.0;
+    for (var i = 0u; i < PV4; i++) {
+        s += dot(v[i], x[xb + i]);
+    }
+    return s;
+}
