@@ -166,6 +166,11 @@ pub trait Backend: Sync {
     fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<Self::Weight<'w>>;
     /// A zeroed buffer of `len` f32 values.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// A buffer of `len` f32 values whose contents are unspecified, for temporaries that an op
+    /// writes whole before anything reads them; backends may recycle dropped ones.
+    fn scratch(&self, len: usize) -> Result<Self::Buf> {
+        self.alloc(len)
+    }
     fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()>;
     fn zero(&self, buf: &mut Self::Buf) -> Result<()>;
     /// Copies `len` values from `src[src_off..]` to `dst[dst_off..]`.

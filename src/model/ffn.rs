@@ -15,7 +15,7 @@ pub fn forward<B: Backend>(
 ) -> Result<(), ModelError> {
     match w {
         FeedForward::Dense(w) => {
-            let (mut gate, mut up) = (b.alloc(t * ff)?, b.alloc(t * ff)?);
+            let (mut gate, mut up) = (b.scratch(t * ff)?, b.scratch(t * ff)?);
             b.matmul(&w.gate, x, t, &mut gate)?;
             b.matmul(&w.up, x, t, &mut up)?;
             b.swiglu(&mut gate, &up, t, ff)?;

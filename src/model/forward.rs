@@ -45,10 +45,10 @@ impl<B: Backend> Model<'_, B> {
             });
         }
 
-        let mut h = b.alloc(t * d)?;
+        let mut h = b.scratch(t * d)?;
         b.embed(&w.token_embd, ids, &mut h)?;
-        let mut normed = b.alloc(t * d)?;
-        let mut branch = b.alloc(t * d)?;
+        let mut normed = b.scratch(t * d)?;
+        let mut branch = b.scratch(t * d)?;
         for (i, (layer, state)) in w.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             b.rms_norm(&h, &layer.attn_norm, cfg.rms_eps, t, &mut normed)?;
             match (&layer.mixer, state) {
@@ -77,7 +77,7 @@ impl<B: Backend> Model<'_, B> {
             std::mem::swap(&mut h, &mut branch);
         }
         b.rms_norm(&h, &w.output_norm, cfg.rms_eps, rows, &mut normed)?;
-        let mut logits = b.alloc(rows * cfg.vocab)?;
+        let mut logits = b.scratch(rows * cfg.vocab)?;
         b.matmul(&w.output, &normed, rows, &mut logits)?;
         Ok(logits)
     }

@@ -31,8 +31,8 @@ pub fn forward<B: Backend>(
     let dm = dims(cfg);
     let c = dm.width();
 
-    let mut z = b.alloc(t * c)?;
-    let mut qkv = [b.alloc(t * c)?, b.alloc(t * c)?, b.alloc(t * c)?];
+    let mut z = b.scratch(t * c)?;
+    let mut qkv = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
     for (s, (proj, y)) in [&w.q, &w.k, &w.v]
         .into_iter()
         .zip(qkv.iter_mut())
@@ -42,15 +42,15 @@ pub fn forward<B: Backend>(
         b.short_conv(&z, &w.conv[s], &mut conv[s], t, dm, y)?;
     }
 
-    let mut low = b.alloc(t * dm.head_dim)?;
-    let mut g = b.alloc(t * c)?;
+    let mut low = b.scratch(t * dm.head_dim)?;
+    let mut g = b.scratch(t * c)?;
     b.matmul(&w.f_a, x, t, &mut low)?;
     b.matmul(&w.f_b, &low, t, &mut g)?;
-    let mut beta = b.alloc(t * dm.heads)?;
+    let mut beta = b.scratch(t * dm.heads)?;
     b.matmul(&w.beta, x, t, &mut beta)?;
     b.kda_gate(&mut g, &mut beta, &w.dt_bias, &w.a, t, dm)?;
 
-    let mut o = b.alloc(t * c)?;
+    let mut o = b.scratch(t * c)?;
     let inputs = KdaInputs {
         q: &qkv[0],
         k: &qkv[1],

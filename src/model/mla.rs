@@ -31,11 +31,11 @@ pub fn forward<B: Backend>(
     out: &mut B::Buf,
 ) -> Result<(), ModelError> {
     let dm = dims(cfg);
-    let mut q = b.alloc(t * dm.heads * (dm.nope + dm.rope))?;
-    let mut kv = b.alloc(t * dm.cache_width())?;
+    let mut q = b.scratch(t * dm.heads * (dm.nope + dm.rope))?;
+    let mut kv = b.scratch(t * dm.cache_width())?;
     b.matmul(&w.q, x, t, &mut q)?;
     b.matmul(&w.kv_a, x, t, &mut kv)?;
-    let mut o = b.alloc(t * dm.heads * dm.v_dim)?;
+    let mut o = b.scratch(t * dm.heads * dm.v_dim)?;
     b.mla_attention(&q, &kv, &w.attn, latents, pos, t, dm, &mut o)?;
     b.matmul(&w.out, &o, t, out)?;
     Ok(())

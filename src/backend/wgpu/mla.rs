@@ -70,7 +70,7 @@ impl WgpuBackend {
             t,
         )?;
 
-        let q_abs = self.alloc(t * h * l)?;
+        let q_abs = self.scratch(t * h * l)?;
         self.matmul_sel(
             &w.k_b,
             SelProduct {
@@ -85,14 +85,14 @@ impl WgpuBackend {
             &q_abs.buf,
         )?;
 
-        let part = self.alloc(t * h * nsplit * (l + 2))?;
+        let part = self.scratch(t * h * nsplit * (l + 2))?;
         self.run(
             KernelKey::plain(Kernel::MlaAttend),
             &[&q.buf, &q_abs.buf, &cache.buf, &part.buf],
             &params,
             t * h * nsplit,
         )?;
-        let o_lat = self.alloc(t * h * l)?;
+        let o_lat = self.scratch(t * h * l)?;
         self.run(
             KernelKey::plain(Kernel::MlaCombine),
             &[&o_lat.buf, &part.buf],

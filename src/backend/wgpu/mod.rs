@@ -14,10 +14,11 @@ mod kernels;
 mod matmul;
 mod mla;
 mod moe;
+mod pool;
 mod profile;
 mod recorder;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use wgpu::util::DeviceExt;
 
@@ -28,6 +29,7 @@ use crate::quant::GgmlType;
 use device::Context;
 pub use device::{AdapterSummary, list_adapters};
 use kernels::{Kernel, KernelKey, Pipelines, SUPPORTED};
+use pool::Pool;
 pub use profile::{KernelTime, format_report};
 use recorder::Recorder;
 
@@ -45,12 +47,23 @@ pub struct WgpuBackend {
     staged: Mutex<u64>,
     /// Largest bytes one storage binding (hence one weight part) may span.
     binding_cap: u64,
+    scratch: Arc<Pool>,
 }
 
 /// An f32 activation or state buffer on the GPU.
 pub struct WgpuBuf {
     buf: wgpu::Buffer,
     len: usize,
+    /// Where a scratch buffer returns when dropped.
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for WgpuBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.put(self.buf.clone());
+        }
+    }
 }
 
 impl WgpuBuf {
@@ -108,6 +121,11 @@ fn check_len(len: usize, needed: usize) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of the buffer behind `len` f32 values (never 0, which wgpu cannot bind).
+fn buffer_size(len: usize) -> u64 {
+    (len as u64 * 4).max(4)
+}
+
 fn f(x: f32) -> u32 {
     x.to_bits()
 }
@@ -131,6 +149,7 @@ impl WgpuBackend {
             rec: Mutex::new(Recorder::default()),
             dummy,
             staged: Mutex::new(0),
+            scratch: Arc::default(),
         })
     }
 
@@ -223,6 +242,26 @@ impl WgpuBackend {
         let v = crate::quant::dequantize(w.ty, w.bytes, w.n_elements())?;
         let b = self.buffer_with(bytemuck::cast_slice(&v));
         Ok(w.values.get_or_init(|| b).clone())
+    }
+
+    /// A zeroed storage buffer for `len` f32 values.
+    fn new_buffer(&self, len: usize) -> Result<wgpu::Buffer> {
+        let size = buffer_size(len);
+        let l = &self.ctx.limits;
+        let cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        if size > cap {
+            return Err(BackendError::Gpu(format!(
+                "a buffer of {len} f32 values exceeds the {cap}-byte storage binding limit"
+            )));
+        }
+        Ok(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
     }
 
     fn binding_cap(&self) -> u64 {
@@ -336,23 +375,24 @@ impl Backend for WgpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<WgpuBuf> {
-        let size = (len as u64 * 4).max(4);
-        let l = &self.ctx.limits;
-        let cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-        if size > cap {
-            return Err(BackendError::Gpu(format!(
-                "a buffer of {len} f32 values exceeds the {cap}-byte storage binding limit"
-            )));
-        }
-        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok(WgpuBuf { buf, len })
+        Ok(WgpuBuf {
+            buf: self.new_buffer(len)?,
+            len,
+            pool: None,
+        })
+    }
+
+    fn scratch(&self, len: usize) -> Result<WgpuBuf> {
+        let size = buffer_size(len);
+        let buf = match self.scratch.take(size) {
+            Some(b) => b,
+            None => self.new_buffer(len)?,
+        };
+        Ok(WgpuBuf {
+            buf,
+            len,
+            pool: Some(self.scratch.clone()),
+        })
     }
 
     fn write(&self, buf: &mut WgpuBuf, data: &[f32]) -> Result<()> {
@@ -412,7 +452,7 @@ impl Backend for WgpuBackend {
 
     fn argmax(&self, x: &WgpuBuf, t: usize, cols: usize) -> Result<Vec<u32>> {
         check_len(x.len, t * cols)?;
-        let out = self.alloc(t)?;
+        let out = self.scratch(t)?;
         self.run(
             KernelKey::plain(Kernel::Argmax),
             &[&x.buf, &out.buf],

@@ -45,10 +45,10 @@ impl WgpuBackend {
             return Ok(());
         }
 
-        let logits = self.alloc(t * n_expert)?;
+        let logits = self.scratch(t * n_expert)?;
         self.matmul_into(&w.router, x, t, &logits)?;
         let bias = self.values(&w.bias)?;
-        let (ids, wts) = (self.alloc(t * k)?, self.alloc(t * k)?);
+        let (ids, wts) = (self.scratch(t * k)?, self.scratch(t * k)?);
         let params = [
             n_expert as u32,
             k as u32,
@@ -64,7 +64,7 @@ impl WgpuBackend {
         )?;
 
         let pairs = t * k;
-        let (gate, up) = (self.alloc(pairs * ff)?, self.alloc(pairs * ff)?);
+        let (gate, up) = (self.scratch(pairs * ff)?, self.scratch(pairs * ff)?);
         let gate_up = |per: usize| SelProduct {
             select: Select::Ids(&ids.buf),
             per,
@@ -76,7 +76,7 @@ impl WgpuBackend {
         self.matmul_sel(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
         self.matmul_sel(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
         self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
-        let ys = self.alloc(pairs * hidden)?;
+        let ys = self.scratch(pairs * hidden)?;
         self.matmul_sel(
             &w.experts.down,
             SelProduct {
@@ -94,7 +94,7 @@ impl WgpuBackend {
         match &w.shared {
             Some(sh) => {
                 let sff = sh.gate.rows();
-                let (g, u) = (self.alloc(t * sff)?, self.alloc(t * sff)?);
+                let (g, u) = (self.scratch(t * sff)?, self.scratch(t * sff)?);
                 self.matmul_into(&sh.gate, x, t, &g)?;
                 self.matmul_into(&sh.up, x, t, &u)?;
                 self.swiglu_bufs(&g.buf, &u.buf, t * sff)?;

@@ -5,7 +5,12 @@
 //! Per-dispatch parameters go to a host-side arena of 256-byte uniform slots; the arena is
 //! written to its GPU buffers just before the submit (queue writes run before the submitted
 //! commands, and after earlier submissions, so a slot can be reused by the next token).
+//!
+//! Bind groups are cached: a decode step binds the same weights, the same recycled scratch
+//! buffers and the same parameter slots as the step before, so after the first token no bind
+//! group is created. Entries unused for a few submissions are dropped.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +22,17 @@ use super::profile::Profiler;
 /// Bytes per parameter slot: the largest uniform offset alignment Vulkan drivers ask for.
 const SLOT: usize = 256;
 const SLOTS_PER_CHUNK: usize = 256;
+/// Submissions a cached bind group survives without being used.
+const BIND_GROUP_TTL: u64 = 4;
+
+/// What a bind group binds: the kernel's layout, its storage buffers in order, its parameter slot.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    bufs: Vec<wgpu::Buffer>,
+    chunk: usize,
+    offset: u64,
+}
 
 struct ParamChunk {
     buf: wgpu::Buffer,
@@ -30,6 +46,9 @@ pub struct Recorder {
     /// Slots used by the pending encoder.
     used: usize,
     pub profiler: Option<Profiler>,
+    /// Cached bind groups and the submission that last used each.
+    binds: HashMap<BindKey, (wgpu::BindGroup, u64)>,
+    submissions: u64,
 }
 
 impl Recorder {
@@ -89,28 +108,24 @@ impl Recorder {
             self.flush(ctx)?;
         }
         let (chunk, offset) = self.param_slot(ctx, params);
-        let mut entries: Vec<wgpu::BindGroupEntry> = kernel
-            .storage
-            .iter()
-            .zip(bufs)
-            .map(|(&binding, b)| wgpu::BindGroupEntry {
-                binding,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: kernel.uniform,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.chunks[chunk].buf,
-                offset,
-                size: NonZeroU64::new(SLOT as u64),
-            }),
-        });
-        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
-            entries: &entries,
-        });
+        let key = BindKey {
+            layout: kernel.layout.clone(),
+            bufs: bufs.iter().map(|&b| b.clone()).collect(),
+            chunk,
+            offset,
+        };
+        let now = self.submissions;
+        let bind = match self.binds.get_mut(&key) {
+            Some((bind, used)) => {
+                *used = now;
+                bind.clone()
+            }
+            None => {
+                let bind = self.bind_group(ctx, kernel, bufs, chunk, offset);
+                self.binds.insert(key, (bind.clone(), now));
+                bind
+            }
+        };
         let max = ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let (x, y) = if groups <= max {
             (groups, 1)
@@ -133,6 +148,38 @@ impl Recorder {
         Ok(())
     }
 
+    fn bind_group(
+        &self,
+        ctx: &Context,
+        kernel: &Compiled,
+        bufs: &[&wgpu::Buffer],
+        chunk: usize,
+        offset: u64,
+    ) -> wgpu::BindGroup {
+        let mut entries: Vec<wgpu::BindGroupEntry> = kernel
+            .storage
+            .iter()
+            .zip(bufs)
+            .map(|(&binding, b)| wgpu::BindGroupEntry {
+                binding,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: kernel.uniform,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.chunks[chunk].buf,
+                offset,
+                size: NonZeroU64::new(SLOT as u64),
+            }),
+        });
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        })
+    }
+
     /// Submits everything recorded so far (a no-op when nothing is pending).
     pub fn flush(&mut self, ctx: &Context) -> Result<()> {
         let Some(mut enc) = self.encoder.take() else {
@@ -150,6 +197,9 @@ impl Recorder {
         self.used = 0;
         let pending_profile = self.profiler.as_mut().and_then(|p| p.resolve(&mut enc));
         ctx.queue.submit([enc.finish()]);
+        self.submissions += 1;
+        let now = self.submissions;
+        self.binds.retain(|_, (_, used)| *used + BIND_GROUP_TTL >= now);
         if let (Some(p), Some(read)) = (self.profiler.as_mut(), pending_profile) {
             let bytes = map_read(ctx, &read)?;
             p.collect(&bytes, ctx.queue.get_timestamp_period());
