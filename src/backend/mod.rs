@@ -162,6 +162,12 @@ pub trait Backend: Sync {
         Ok(String::new())
     }
 
+    /// The device's copy bandwidth in bytes per second (bytes read plus bytes written), measured
+    /// now, for `kiln bench`'s roofline; `None` where the backend has no device of its own.
+    fn copy_bandwidth(&self) -> Result<Option<f64>> {
+        Ok(None)
+    }
+
     /// Makes a weight usable by the kernels, from the raw bytes of the file.
     fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<Self::Weight<'w>>;
     /// A zeroed buffer of `len` f32 values.

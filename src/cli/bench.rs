@@ -65,10 +65,18 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     out += "| model | size | params | backend | threads | test | t/s |\n";
     out += "| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n";
     super::print_stdout(&out)?;
+    let mut ids = TokenStream::new(model.config.vocab);
+    // Compiles the kernels of both the prompt and the decode paths before anything is timed.
+    let mut cache = model.new_cache(b, 3)?;
+    for chunk in [ids.take(2), ids.take(1)] {
+        let l = model.forward(b, &chunk, &mut cache, Logits::Last)?;
+        b.argmax(&l, 1, model.config.vocab)?;
+    }
+    drop(cache);
     if args.profile {
         b.start_profile()?;
     }
-    let mut ids = TokenStream::new(model.config.vocab);
+    let mut decode_speed = None;
     for &depth in &args.depth {
         let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
         for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
@@ -93,6 +101,9 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
                 speeds.push(n as f64 / secs);
             }
             let (mean, sd) = mean_sd(&speeds);
+            if kind == "tg" && depth == args.depth[0] {
+                decode_speed = Some(mean);
+            }
             let test = if depth > 0 {
                 format!("{kind}{n} @ d{depth}")
             } else {
@@ -113,6 +124,23 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         "\npeak memory (VmHWM): {peak}; weights mapped: {}\n",
         super::human_bytes(size)
     ))?;
+    if let Some(tg) = decode_speed {
+        let per_token = weight_bytes_per_token(&file, &model.config);
+        let mut line = format!(
+            "weights read per decoded token: {:.3} GB",
+            per_token as f64 / 1e9
+        );
+        if let Some(bw) = b.copy_bandwidth()? {
+            let roofline = bw / per_token as f64;
+            line += &format!(
+                "; copy bandwidth {:.0} GB/s; roofline {roofline:.0} t/s; tg at depth {} = {:.1}% of it",
+                bw / 1e9,
+                args.depth[0],
+                100.0 * tg / roofline
+            );
+        }
+        super::print_stdout(&format!("{line}\n"))?;
+    }
     if args.profile {
         super::print_stdout(&format!(
             "\ntop kernels by device time\n{}",
@@ -120,6 +148,24 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Bytes of weights one decoded token reads: every tensor, except one row of the embedding
+/// table and, of the routed experts, the chosen ones only.
+fn weight_bytes_per_token(file: &Gguf, cfg: &kiln::model::Config) -> u64 {
+    file.tensors()
+        .iter()
+        .map(|t| {
+            let n = t.n_bytes();
+            if t.name() == "token_embd.weight" {
+                n / cfg.vocab.max(1) as u64
+            } else if t.name().contains("_exps.") {
+                n * cfg.n_expert_used as u64 / cfg.n_expert.max(1) as u64
+            } else {
+                n
+            }
+        })
+        .sum()
 }
 
 /// `n` greedy decode steps from `first`; returns the seconds they took.

@@ -321,6 +321,23 @@ impl Backend for WgpuBackend {
         Ok(profile::format_report(&self.profile()?, top))
     }
 
+    fn copy_bandwidth(&self) -> Result<Option<f64>> {
+        // Large enough that the copy, not the submission, is timed.
+        let len = (self.binding_cap / 4).min(256 << 20) as usize;
+        let (src, mut dst) = (self.alloc(len)?, self.alloc(len)?);
+        let copy = |dst: &mut WgpuBuf| self.copy(&src, 0, dst, 0, len);
+        copy(&mut dst)?;
+        self.sync()?;
+        let reps = 10;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            copy(&mut dst)?;
+        }
+        self.sync()?;
+        let secs = t0.elapsed().as_secs_f64();
+        Ok(Some((2 * reps * len * 4) as f64 / secs))
+    }
+
     fn upload<'w>(&self, t: TensorBytes<'w>) -> Result<WgpuWeight<'w>> {
         if !SUPPORTED.contains(&t.ty) {
             return Err(BackendError::UnsupportedType {

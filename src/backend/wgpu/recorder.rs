@@ -199,7 +199,8 @@ impl Recorder {
         ctx.queue.submit([enc.finish()]);
         self.submissions += 1;
         let now = self.submissions;
-        self.binds.retain(|_, (_, used)| *used + BIND_GROUP_TTL >= now);
+        self.binds
+            .retain(|_, (_, used)| *used + BIND_GROUP_TTL >= now);
         if let (Some(p), Some(read)) = (self.profiler.as_mut(), pending_profile) {
             let bytes = map_read(ctx, &read)?;
             p.collect(&bytes, ctx.queue.get_timestamp_period());
