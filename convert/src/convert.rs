@@ -5,6 +5,7 @@ use crate::hf::{Checkpoint, HfError, KimiConfig};
 use crate::mapping::{self, MappingError, OutTensor};
 use crate::metadata::{self, Metadata};
 use crate::recipe::{self, ModelInfo, Recipe, RecipeError};
+use crate::vocab::{self, Vocab, VocabError};
 use crate::write::{self, RowSource, Summary, TensorJob, WriteError};
 use std::path::Path;
 
@@ -18,6 +19,8 @@ pub enum ConvertError {
     Recipe(#[from] RecipeError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Vocab(#[from] VocabError),
     #[error("{0}")]
     Other(String),
 }
@@ -30,10 +33,10 @@ pub struct TypeChoice {
 }
 
 impl TypeChoice {
-    pub fn assign(
+    pub fn assign<T: recipe::TensorShape>(
         &self,
         info: &ModelInfo,
-        tensors: &[OutTensor],
+        tensors: &[T],
     ) -> Result<Vec<kiln::quant::GgmlType>, RecipeError> {
         match self.target_size {
             Some(t) => recipe::fit_to_size(&self.recipe, info, tensors, t),
@@ -136,4 +139,38 @@ pub fn write(
         &CheckpointRows { plan },
         progress,
     )?)
+}
+
+/// The tokenizer of checkpoint `dir` (see [`vocab`]) for `config`'s vocabulary size; `None`
+/// when the directory has no `tiktoken.model`.
+pub fn load_vocab(dir: &Path, config: &KimiConfig) -> Result<Option<Vocab>, ConvertError> {
+    Ok(vocab::load(dir, config.vocab_size)?)
+}
+
+/// `--vocab-only`: a GGUF with the general keys, the hyperparameters and the vocabulary of
+/// checkpoint `dir`, and no tensors (llama.cpp's `convert_hf_to_gguf.py --vocab-only`). Only
+/// `config.json` and the tokenizer files are read.
+pub fn write_vocab_only(
+    dir: &Path,
+    out: &Path,
+    name: &str,
+    file_type: u32,
+) -> Result<Summary, ConvertError> {
+    let config = KimiConfig::from_file(&dir.join("config.json")).map_err(HfError::from)?;
+    let vocab = load_vocab(dir, &config)?.ok_or_else(|| {
+        ConvertError::Other(format!(
+            "{}: no tiktoken.model, so --vocab-only has no vocabulary to write",
+            dir.display()
+        ))
+    })?;
+    let mut meta = metadata::general(name, file_type);
+    meta.extend(metadata::hparams(&config));
+    meta.extend(vocab.metadata());
+    struct NoRows;
+    impl RowSource for NoRows {
+        fn fill(&self, _: usize, _: usize, _: &mut [f32]) -> Result<(), String> {
+            Err("a vocab-only file has no tensors".into())
+        }
+    }
+    Ok(write::write_gguf(out, &meta, &[], &NoRows, false)?)
 }

@@ -204,6 +204,15 @@ impl TensorShape for crate::mapping::OutTensor {
     }
 }
 
+impl TensorShape for crate::write::TensorJob {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn ne(&self) -> &[usize] {
+        &self.ne
+    }
+}
+
 fn n_dims(ne: &[usize]) -> usize {
     ne.iter().rposition(|&d| d != 1).map_or(1, |p| p + 1)
 }

@@ -48,9 +48,35 @@ pub trait RowSource: Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(transparent)]
-    Gguf(#[from] kiln::gguf::GgufError),
+    Gguf(kiln::gguf::GgufError),
     #[error("tensor {tensor}: {reason}")]
     Tensor { tensor: String, reason: String },
+    /// The output could not take the bytes (disk full, file size limit, I/O error).
+    #[error("{path}: writing failed: {error}{}", full_hint(.error))]
+    Output { path: String, error: std::io::Error },
+}
+
+fn full_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        StorageFull | FileTooLarge | QuotaExceeded => " (disk full?)",
+        _ => "",
+    }
+}
+
+impl From<kiln::gguf::GgufError> for WriteError {
+    fn from(e: kiln::gguf::GgufError) -> Self {
+        match e {
+            kiln::gguf::GgufError::Io { path, error } => WriteError::Output { path, error },
+            e => WriteError::Gguf(e),
+        }
+    }
+}
+
+/// Why a tensor could not be written: its source failed, or the output did.
+enum TensorFailure {
+    Source(String),
+    Output(std::io::Error),
 }
 
 /// What was written.
@@ -103,7 +129,8 @@ fn progress_bar(total: u64, show: bool) -> ProgressBar {
     pb
 }
 
-/// Writes `meta` and `jobs` to `path` (atomically) with data from `rows`.
+/// Writes `meta` and `jobs` to `path` (atomically) with data from `rows`. On any failure the
+/// temporary file is removed and nothing appears at `path`.
 pub fn write_gguf(
     path: &Path,
     meta: &Metadata,
@@ -112,36 +139,12 @@ pub fn write_gguf(
     show_progress: bool,
 ) -> Result<Summary, WriteError> {
     let start = Instant::now();
-    let mut w = GgufWriter::new();
-    for (k, v) in meta {
-        w.add_kv(k.clone(), v.clone())?;
-    }
-    for j in jobs {
-        let ne: Vec<u64> = j.ne.iter().map(|&d| d as u64).collect();
-        w.add_tensor(j.name.clone(), &ne, j.ty)?;
-    }
-    let mut out = w.create(path)?;
     let total: u64 = jobs.iter().map(TensorJob::bytes).sum();
     let pb = progress_bar(total, show_progress);
-    for (i, j) in jobs.iter().enumerate() {
-        pb.set_message(j.name.clone());
-        let mut failure: Option<String> = None;
-        let res = out.write_tensor_with(|wr| {
-            write_tensor(i, j, rows, wr, &pb).map_err(|e| {
-                failure = Some(e.clone());
-                std::io::Error::other(e)
-            })
-        });
-        if let Some(reason) = failure {
-            return Err(WriteError::Tensor {
-                tensor: j.name.clone(),
-                reason,
-            });
-        }
-        res?;
-    }
-    out.finish()?;
+    let result = write_all(path, meta, jobs, rows, &pb);
+    // Cleared on failure too, so that an error is the only line left on the terminal.
     pb.finish_and_clear();
+    result?;
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(Summary {
         tensors: jobs.len(),
@@ -155,13 +158,52 @@ pub fn write_gguf(
     })
 }
 
+fn write_all(
+    path: &Path,
+    meta: &Metadata,
+    jobs: &[TensorJob],
+    rows: &dyn RowSource,
+    pb: &ProgressBar,
+) -> Result<(), WriteError> {
+    let mut w = GgufWriter::new();
+    for (k, v) in meta {
+        w.add_kv(k.clone(), v.clone())?;
+    }
+    for j in jobs {
+        let ne: Vec<u64> = j.ne.iter().map(|&d| d as u64).collect();
+        w.add_tensor(j.name.clone(), &ne, j.ty)?;
+    }
+    let mut out = w.create(path)?;
+    for (i, j) in jobs.iter().enumerate() {
+        pb.set_message(j.name.clone());
+        let mut failure: Option<String> = None;
+        let res = out.write_tensor_with(|wr| match write_tensor(i, j, rows, wr, pb) {
+            Ok(()) => Ok(()),
+            Err(TensorFailure::Output(e)) => Err(e),
+            Err(TensorFailure::Source(e)) => {
+                failure = Some(e.clone());
+                Err(std::io::Error::other(e))
+            }
+        });
+        if let Some(reason) = failure {
+            return Err(WriteError::Tensor {
+                tensor: j.name.clone(),
+                reason,
+            });
+        }
+        res?;
+    }
+    out.finish()?;
+    Ok(())
+}
+
 fn write_tensor(
     i: usize,
     j: &TensorJob,
     rows: &dyn RowSource,
     wr: &mut dyn Write,
     pb: &ProgressBar,
-) -> Result<(), String> {
+) -> Result<(), TensorFailure> {
     let n = j.ne[0];
     let nrows = j.n_rows();
     let per = (CHUNK_ELEMS / n).max(1);
@@ -175,11 +217,12 @@ fn write_tensor(
             None => {
                 buf.resize(per.min(nrows) * n, 0.0);
                 let chunk = &mut buf[..(r1 - r0) * n];
-                rows.fill(i, r0, chunk)?;
-                quant::quantize_rows(j.ty, chunk, n, None).map_err(|e| e.to_string())?
+                rows.fill(i, r0, chunk).map_err(TensorFailure::Source)?;
+                quant::quantize_rows(j.ty, chunk, n, None)
+                    .map_err(|e| TensorFailure::Source(e.to_string()))?
             }
         };
-        wr.write_all(&bytes).map_err(|e| e.to_string())?;
+        wr.write_all(&bytes).map_err(TensorFailure::Output)?;
         rows.done(i, r0, r1);
         pb.inc(bytes.len() as u64);
         r0 = r1;

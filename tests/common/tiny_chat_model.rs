@@ -1,69 +1,24 @@
 //! A tiny random Kimi Linear model that carries a real text vocabulary, for tests that chat:
 //! the kimi-k2 fixture tokenizer (tests/fixtures/tokenizer/kimi-k2: 3,256 tiktoken ranks and
-//! Kimi's special tokens) laid out as llama.cpp's converter writes it, plus F32 random weights
-//! for one KDA and one MLA layer whose vocabulary is exactly the tokenizer's. The answers are
-//! noise, but every token decodes to text and the template's specials are real tokens.
+//! Kimi's special tokens) as kiln-convert lays it out (llama.cpp's layout), plus F32 random
+//! weights for one KDA and one MLA layer whose vocabulary is exactly the tokenizer's. The
+//! answers are noise, but every token decodes to text and the template's specials are real
+//! tokens.
 
 use kiln::gguf::{Array, GgufWriter, Value};
 use kiln::quant::GgmlType;
-use kiln::tokenizer::bytes;
-use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tokenizer/kimi-k2")
-        .join(name)
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c:#x}"),
-    };
-    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
-    let mut out = Vec::new();
-    for chunk in digits.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &d)| acc | (d as u32) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
-}
-
-/// Token strings and types: the ranks (ids 0..n), then the specials at the ids
-/// tokenizer_config.json gives them.
-fn vocabulary() -> (Vec<String>, Vec<i32>) {
-    let text = std::fs::read_to_string(fixture("tiktoken.model")).unwrap();
-    let mut tokens = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let (tok, rank) = line.split_once(' ').unwrap();
-        assert_eq!(rank.parse::<usize>().unwrap(), i, "ranks are dense");
-        tokens.push(bytes::encode(&base64_decode(tok)));
-    }
-    let mut types = vec![1i32; tokens.len()];
-    let config: Json =
-        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_config.json")).unwrap())
-            .unwrap();
-    let mut specials: Vec<(usize, String)> = config["added_tokens_decoder"]
-        .as_object()
+/// The fixture's vocabulary keys (`tokenizer.*`) and its size: the ranks, then Kimi's 256
+/// special slots named by tokenizer_config.json.
+fn vocabulary() -> (Vec<(String, Value)>, usize) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/kimi-k2");
+    let n = kiln_convert::vocab::read_ranks(&dir.join("tiktoken.model"))
         .unwrap()
-        .iter()
-        .map(|(id, t)| (id.parse().unwrap(), t["content"].as_str().unwrap().into()))
-        .collect();
-    specials.sort();
-    for (id, text) in specials {
-        assert_eq!(id, tokens.len(), "specials follow the ranks densely");
-        tokens.push(text);
-        types.push(3);
-    }
-    (tokens, types)
+        .len();
+    let size = n + kiln_convert::vocab::NUM_RESERVED_SPECIAL;
+    let vocab = kiln_convert::vocab::load(&dir, size).unwrap().unwrap();
+    (vocab.metadata(), size)
 }
 
 /// xorshift64*: reproducible weights without a dependency.
@@ -84,10 +39,7 @@ impl Rng {
 
 /// Writes the model to `path`; returns its vocabulary size.
 pub fn write(path: &Path) -> usize {
-    let (tokens, types) = vocabulary();
-    let vocab = tokens.len();
-    let id = |name: &str| tokens.iter().position(|t| t == name).unwrap() as u32;
-    let (bos, eos, pad) = (id("[BOS]"), id("[EOS]"), id("[PAD]"));
+    let (vocab_keys, vocab) = vocabulary();
 
     // hidden 64; 2 heads of 32 for both mixers; MLA latent 32 + rope 16; both layers dense.
     let (d, heads, hd, kernel, ff) = (64usize, 2usize, 32usize, 4usize, 128usize);
@@ -127,16 +79,9 @@ pub fn write(path: &Path) -> usize {
     kv(&mut w, "expert_count", Value::U32(4));
     kv(&mut w, "expert_used_count", Value::U32(2));
     kv(&mut w, "expert_feed_forward_length", Value::U32(32));
-    w.add_kv("tokenizer.ggml.model", "gpt2").unwrap();
-    w.add_kv("tokenizer.ggml.pre", "kimi-k2").unwrap();
-    w.add_kv("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
-        .unwrap();
-    w.add_kv("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
-        .unwrap();
-    w.add_kv("tokenizer.ggml.bos_token_id", bos).unwrap();
-    w.add_kv("tokenizer.ggml.eos_token_id", eos).unwrap();
-    w.add_kv("tokenizer.ggml.padding_token_id", pad).unwrap();
-    w.add_kv("tokenizer.ggml.add_bos_token", false).unwrap();
+    for (k, v) in vocab_keys {
+        w.add_kv(k, v).unwrap();
+    }
 
     // (name, ne, how to fill): weights ~ U(±1.5/√fan_in) so activations neither vanish nor
     // blow up; norms 1 ± 0.2; the KDA decay −U(1, 16) and a small dt bias.
