@@ -6,18 +6,7 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
-
-/// A writable copy of a fixture checkpoint.
-fn copy_fixture(name: &str, dst: &Path) -> PathBuf {
-    let hf = dst.join("hf");
-    fs::create_dir_all(&hf).unwrap();
-    for e in fs::read_dir(fixture(name)).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), hf.join(e.file_name())).unwrap();
-    }
-    hf
-}
+use std::path::Path;
 
 /// Runs a conversion into an empty directory and returns stderr after checking the failure.
 fn expect_failure(hf: &Path, out_dir: &Path, must_mention: &[&str]) -> String {
@@ -178,4 +167,41 @@ fn unwritable_output() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not-a-dir"), "{err}");
     assert_eq!(fs::read(&blocker).unwrap(), b"x");
+}
+
+/// Disk full, simulated with a file size limit (`ulimit -f`, 512-byte blocks in POSIX sh):
+/// writes past it fail with EFBIG (kiln-convert ignores SIGXFSZ), as on a full disk.
+#[test]
+fn disk_full() {
+    let t = tempfile::tempdir().unwrap();
+    let out_dir = t.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("model.gguf");
+    // With a tokenizer, so that no warning precedes the error.
+    let hf = copy_fixture("tiny-a", t.path());
+    add_tokenizer(&hf);
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -f 128 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_kiln-convert"))
+        .arg(&hf)
+        .arg("-o")
+        .arg(&out)
+        .args(["--type", "f32", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for m in [out.to_str().unwrap(), "writing failed", "disk full"] {
+        assert!(lines[0].contains(m), "{err:?} does not mention {m:?}");
+    }
+    let left: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
