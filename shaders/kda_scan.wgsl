@@ -1,8 +1,11 @@
-// The KDA delta rule token by token, one workgroup per head. Thread j owns value column j of
-// the head's state S [key r][value j], kept in registers across all tokens of the call, so the
-// state is read and written once per call (decode: once per token, 64 KiB per head).
+// The KDA delta rule token by token. A workgroup owns CB value columns of one head's state
+// S [key r][value j]; its threads split the key rows into RG groups, so thread (group, column)
+// keeps RPG = D / RG state values in registers across all tokens of the call and the state is
+// read and written once per call (decode: once per token). Heads × column blocks workgroups
+// keep the GPU busy even for one token.
 // Per token: q, k L2-normalised in the workgroup; S ← Diag(exp g) S; δ = β (v − Sᵀk);
-// S ← S + k δᵀ; o = Sᵀq. A prompt runs the same scan (equal to the recurrence by construction).
+// S ← S + k δᵀ; o = Sᵀq — the column sums over r reduced across the row groups.
+// A prompt runs the same scan (equal to the recurrence by construction).
 
 struct Params {
     t: u32,
@@ -23,19 +26,27 @@ struct Params {
 
 // The head dim, fixed per pipeline so that the loops over it have a constant trip count.
 override D: u32 = 128u;
-const WG: u32 = 128u;
+const WG: u32 = 256u;
+// Value columns per workgroup, row groups per column.
+const CB: u32 = 32u;
+const RG: u32 = WG / CB;
+// Key rows per thread (head dims up to MAX_D).
+const MAX_D: u32 = 256u;
+const MAX_RPG: u32 = MAX_D / RG;
 
-var<workgroup> sq: array<f32, WG>;
-var<workgroup> sk: array<f32, WG>;
-var<workgroup> sa: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> sq: array<f32, MAX_D>;
+var<workgroup> sk: array<f32, MAX_D>;
+var<workgroup> sa: array<f32, MAX_D>;
+var<workgroup> red: array<vec2<f32>, WG>;
+var<workgroup> col: array<f32, CB>;
 
-fn sum_all(x: f32, j: u32) -> f32 {
-    red[j] = x;
+// Σ of x over the workgroup, two values at once.
+fn sum2(x: vec2<f32>, li: u32) -> vec2<f32> {
+    red[li] = x;
     for (var step = WG / 2u; step > 0u; step >>= 1u) {
         workgroupBarrier();
-        if j < step {
-            red[j] += red[j + step];
+        if li < step {
+            red[li] += red[li + step];
         }
     }
     workgroupBarrier();
@@ -44,53 +55,87 @@ fn sum_all(x: f32, j: u32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(128)
-fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) j: u32) {
-    let h = wid.x;
-    let live = j < D;
+// Σ over the row groups of each column's partial sum x; every thread of the column gets it.
+fn column_sum(x: f32, jj: u32, rg: u32) -> f32 {
+    red[rg * CB + jj].x = x;
+    workgroupBarrier();
+    if rg == 0u {
+        var s = 0.0;
+        for (var i = 0u; i < RG; i++) {
+            s += red[i * CB + jj].x;
+        }
+        col[jj] = s;
+    }
+    workgroupBarrier();
+    let s = col[jj];
+    workgroupBarrier();
+    return s;
+}
+
+@compute @workgroup_size(256)
+fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let blocks = (D + CB - 1u) / CB;
+    let h = wid.x / blocks;
+    let jj = li % CB;
+    let rg = li / CB;
+    let j = (wid.x % blocks) * CB + jj;
+    let rpg = (D + RG - 1u) / RG;
+    let r0 = rg * rpg;
     let sb = h * D * D;
-    var s: array<f32, WG>;
-    if live {
-        for (var r = 0u; r < D; r++) {
-            s[r] = state[sb + r * D + j];
+    var s: array<f32, MAX_RPG>;
+    for (var m = 0u; m < rpg; m++) {
+        let r = r0 + m;
+        if j < D && r < D {
+            s[m] = state[sb + r * D + j];
+        } else {
+            s[m] = 0.0;
         }
     }
     let width = p.heads * D;
     for (var i = 0u; i < p.t; i++) {
         let base = i * width + h * D;
-        var qv = 0.0;
-        var kv = 0.0;
-        if live {
-            qv = q[base + j];
-            kv = k[base + j];
+        var qk = vec2<f32>(0.0);
+        if li < D {
+            qk = vec2<f32>(q[base + li], k[base + li]);
         }
-        let inv_q = 1.0 / sqrt(sum_all(qv * qv, j) + p.l2_eps);
-        let inv_k = 1.0 / sqrt(sum_all(kv * kv, j) + p.l2_eps);
-        if live {
-            sq[j] = (qv * inv_q) * p.q_scale;
-            sk[j] = kv * inv_k;
-            sa[j] = exp(g[base + j]);
+        let norms = sum2(qk * qk, li);
+        if li < D {
+            sq[li] = qk.x / sqrt(norms.x + p.l2_eps) * p.q_scale;
+            sk[li] = qk.y / sqrt(norms.y + p.l2_eps);
+            sa[li] = exp(g[base + li]);
         }
         workgroupBarrier();
-        if live {
-            var mem = 0.0;
-            for (var r = 0u; r < D; r++) {
-                s[r] *= sa[r];
-                mem += s[r] * sk[r];
+        var mem = 0.0;
+        for (var m = 0u; m < rpg; m++) {
+            let r = r0 + m;
+            if r < D {
+                s[m] *= sa[r];
+                mem += s[m] * sk[r];
             }
-            let delta = (v[base + j] - mem) * beta[i * p.heads + h];
-            var acc = 0.0;
-            for (var r = 0u; r < D; r++) {
-                s[r] += sk[r] * delta;
-                acc += s[r] * sq[r];
+        }
+        mem = column_sum(mem, jj, rg);
+        var vj = 0.0;
+        if j < D {
+            vj = v[base + j];
+        }
+        let delta = (vj - mem) * beta[i * p.heads + h];
+        var acc = 0.0;
+        for (var m = 0u; m < rpg; m++) {
+            let r = r0 + m;
+            if r < D {
+                s[m] += sk[r] * delta;
+                acc += s[m] * sq[r];
             }
+        }
+        acc = column_sum(acc, jj, rg);
+        if rg == 0u && j < D {
             o[base + j] = acc;
         }
-        workgroupBarrier();
     }
-    if live {
-        for (var r = 0u; r < D; r++) {
-            state[sb + r * D + j] = s[r];
+    for (var m = 0u; m < rpg; m++) {
+        let r = r0 + m;
+        if j < D && r < D {
+            state[sb + r * D + j] = s[m];
         }
     }
 }

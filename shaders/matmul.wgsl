@@ -88,9 +88,10 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-const MV_WG: u32 = 128u;
-const TPR: u32 = 16u;
-const RPW: u32 = MV_WG / TPR;
+// Threads per row: a power of two up to 64, chosen by the host per weight shape.
+override TPR: u32 = 16u;
+const MV_WG: u32 = 256u;
+override RPW: u32 = MV_WG / TPR;
 
 var<workgroup> mred: array<f32, MV_WG>;
 
@@ -119,7 +120,7 @@ fn row_dot(rb: u32, xb0: u32, lane: u32) -> f32 {
     return acc;
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(256)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
     let groups = (p.rows + RPW - 1u) / RPW;
@@ -139,7 +140,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(256)
 fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
     let groups = (p.per + RPW - 1u) / RPW;

@@ -450,7 +450,7 @@ fn delta_rule<B: Backend>(
 fn kda_recurrent_and_chunked_from_a_nonzero_state() {
     let (g, c) = (gpu(), cpu());
     let mut r = Rng(8);
-    for (heads, d) in [(2, 32), (1, 128), (3, 24)] {
+    for (heads, d) in [(2, 32), (1, 128), (3, 24), (2, 20)] {
         let dm = kda_dims(heads, d);
         for (t, chunked) in [(1, false), (3, false), (1, true), (70, true)] {
             let inp = kda_inputs(t, dm, &mut r);

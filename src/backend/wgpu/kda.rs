@@ -1,13 +1,16 @@
 //! Dispatch math of the KDA ops: the short convolution (a thread per channel), the gates (a
-//! thread per value), and the delta rule (a workgroup per head, `shaders/kda_scan.wgsl`).
+//! thread per value), and the delta rule (a workgroup per 32 value columns of a head,
+//! `shaders/kda_scan.wgsl`).
 
 use super::kernels::{Kernel, KernelKey};
 use super::{
     BackendError, KdaDims, KdaInputs, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
 };
 
-/// Widest head the scan kernel holds in registers (its workgroup size).
-const MAX_HEAD_DIM: usize = 128;
+/// Widest head the scan kernel handles (MAX_D in the shader).
+const MAX_HEAD_DIM: usize = 256;
+/// Value columns of a head's state one scan workgroup owns (CB in the shader).
+const SCAN_COLUMNS: usize = 32;
 /// Longest convolution the kernel's window array holds (MAX_PAST + 1).
 const MAX_CONV: usize = 8;
 
@@ -118,7 +121,7 @@ impl WgpuBackend {
                 f(dims.l2_eps),
                 f(1.0 / (d as f32).sqrt()),
             ],
-            dims.heads,
+            dims.heads * d.div_ceil(SCAN_COLUMNS),
         )
     }
 }

@@ -18,6 +18,7 @@ const KDA_GATE: &str = include_str!("../../../shaders/kda_gate.wgsl");
 const KDA_SCAN: &str = include_str!("../../../shaders/kda_scan.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
+const BANDWIDTH: &str = include_str!("../../../shaders/bandwidth.wgsl");
 
 /// The block types with WGSL decoders.
 pub const SUPPORTED: [GgmlType; 12] = [
@@ -62,6 +63,15 @@ fn dot_source(ty: GgmlType) -> &'static str {
     }
 }
 
+/// Values one `part_dot` call of `ty` covers (PD in its dot file).
+pub fn dot_values(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_K => 64,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4,
+        _ => 32,
+    }
+}
+
 /// Values per decoded unit of a row: rows must be a multiple of it. Float rows are decoded 4
 /// values at a time, so their length need only be a multiple of 4.
 pub fn row_quantum(ty: GgmlType) -> usize {
@@ -90,6 +100,7 @@ pub enum Kernel {
     MlaCombine,
     MoeRoute,
     MoeCombine,
+    CopyVec4,
 }
 
 /// Where a kernel lives and what it binds.
@@ -100,6 +111,8 @@ struct Def {
     typed: bool,
     /// Multiplies a weight with activations (gets the type's `part_dot`).
     product: bool,
+    /// The `override` constant that [`KernelKey::spec`] sets, if the kernel has one.
+    spec: &'static str,
     /// Storage bindings in the order the host passes buffers.
     storage: &'static [u32],
     uniform: u32,
@@ -112,6 +125,11 @@ impl Kernel {
             entry,
             typed,
             product: source == MATMUL,
+            spec: match entry {
+                "matvec" | "matmul_sel" => "TPR",
+                "kda_scan" => "D",
+                _ => "",
+            },
             storage,
             uniform,
         };
@@ -133,6 +151,7 @@ impl Kernel {
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[2, 3, 5, 6], 4),
+            Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
 
@@ -147,7 +166,8 @@ pub struct KernelKey {
     pub kernel: Kernel,
     /// The weight block type of typed kernels.
     pub ty: Option<GgmlType>,
-    /// The value of the kernel's `override` constant (KDA head dim), 0 if it has none.
+    /// The value of the kernel's `override` constant (KDA head dim, threads per row of the
+    /// decode products), 0 for its default.
     pub spec: u32,
 }
 
@@ -232,14 +252,18 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
         label: Some(&label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     });
-    let constants = [("D", key.spec as f64)];
+    let constants = [(def.spec, key.spec as f64)];
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
         layout: None,
         module: &module,
         entry_point: Some(def.entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: if key.spec > 0 { &constants } else { &[] },
+            constants: if key.spec > 0 && !def.spec.is_empty() {
+                &constants
+            } else {
+                &[]
+            },
             ..Default::default()
         },
         cache: None,

@@ -1,14 +1,33 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
-//! part: a decoded token's products run RPW weight rows per workgroup (`matvec`,
+//! part: a decoded token's products run 256 / TPR weight rows per workgroup (`matvec`,
 //! `matmul_sel`), a prefill's one weight row per workgroup and group of up to TT tokens.
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
+use crate::quant::GgmlType;
 
 /// Tokens a `matmul` workgroup serves (TT in the shader).
 const TT: usize = 4;
-/// Weight rows a `matvec` or `matmul_sel` workgroup serves (RPW in the shader).
-const RPW: usize = 8;
+/// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
+const MV_WG: usize = 256;
+
+/// Threads per weight row of the decode products (TPR in the shader): about two `part_dot`
+/// calls each, so that short rows (the experts' down products) do not leave threads idle and
+/// long ones (float routers) spread over more threads.
+fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
+    let units = cols / kernels::dot_values(ty);
+    (units / 2).next_power_of_two().clamp(4, 64)
+}
+
+/// The decode product kernel `kernel` for `w`, and the weight rows one workgroup serves.
+fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>) -> (KernelKey, usize) {
+    let tpr = threads_per_row(w.ty, w.ne[0]);
+    let key = KernelKey {
+        spec: tpr as u32,
+        ..KernelKey::typed(kernel, w.ty)
+    };
+    (key, MV_WG / tpr)
+}
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
 pub enum Select<'a> {
@@ -70,17 +89,16 @@ impl WgpuBackend {
                 0,
                 1,
             ];
-            let (kernel, groups) = if t == 1 {
-                (Kernel::Matvec, part.rows.div_ceil(RPW))
+            let (key, groups) = if t == 1 {
+                let (key, rpw) = decode_kernel(Kernel::Matvec, w);
+                (key, part.rows.div_ceil(rpw))
             } else {
-                (Kernel::Matmul, part.rows * t.div_ceil(TT))
+                (
+                    KernelKey::typed(Kernel::Matmul, w.ty),
+                    part.rows * t.div_ceil(TT),
+                )
             };
-            self.run(
-                KernelKey::typed(kernel, w.ty),
-                &[&part.buf, &x.buf, &out.buf],
-                &params,
-                groups,
-            )?;
+            self.run(key, &[&part.buf, &x.buf, &out.buf], &params, groups)?;
         }
         Ok(())
     }
@@ -105,6 +123,7 @@ impl WgpuBackend {
             Select::Ids(b) => (0, 1, b),
             Select::Heads(h) => (1, h, &self.dummy),
         };
+        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w);
         for part in &w.parts {
             let params = [
                 part.rows as u32,
@@ -121,10 +140,10 @@ impl WgpuBackend {
                 heads as u32,
             ];
             self.run(
-                KernelKey::typed(Kernel::MatmulSel, w.ty),
+                key,
                 &[&part.buf, x, y, ids],
                 &params,
-                s.per.div_ceil(RPW) * s.pairs,
+                s.per.div_ceil(rpw) * s.pairs,
             )?;
         }
         Ok(())

@@ -322,16 +322,23 @@ impl Backend for WgpuBackend {
     }
 
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
-        // Large enough that the copy, not the submission, is timed.
-        let len = (self.binding_cap / 4).min(256 << 20) as usize;
-        let (src, mut dst) = (self.alloc(len)?, self.alloc(len)?);
-        let copy = |dst: &mut WgpuBuf| self.copy(&src, 0, dst, 0, len);
-        copy(&mut dst)?;
+        // Large enough that the copies, not the submission, are timed.
+        let len = (self.binding_cap / 4).min(256 << 20) as usize & !3;
+        let (src, dst) = (self.alloc(len)?, self.alloc(len)?);
+        let copy = || {
+            self.run(
+                KernelKey::plain(Kernel::CopyVec4),
+                &[&src.buf, &dst.buf],
+                &[(len / 4) as u32],
+                (len / 4).div_ceil(256),
+            )
+        };
+        copy()?;
         self.sync()?;
         let reps = 10;
         let t0 = std::time::Instant::now();
         for _ in 0..reps {
-            copy(&mut dst)?;
+            copy()?;
         }
         self.sync()?;
         let secs = t0.elapsed().as_secs_f64();

@@ -42,6 +42,9 @@ struct ParamChunk {
 #[derive(Default)]
 pub struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass: consecutive dispatches share one (wgpu still orders each
+    /// dispatch after the writes before it); copies and clears close it.
+    pass: Option<wgpu::ComputePass<'static>>,
     chunks: Vec<ParamChunk>,
     /// Slots used by the pending encoder.
     used: usize,
@@ -52,7 +55,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The pending encoder, for copies and clears: ends the open compute pass first.
     pub fn encoder(&mut self, ctx: &Context) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
         self.encoder.get_or_insert_with(|| {
             ctx.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -132,16 +137,21 @@ impl Recorder {
         } else {
             (max, groups.div_ceil(max))
         };
+        // The profiler times each dispatch with its own pass's timestamps.
         let ts = self.profiler.as_mut().map(|p| p.begin(label()));
-        let enc = self.encoder(ctx);
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: ts.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
-                query_set: qs,
-                beginning_of_pass_write_index: Some(*i),
-                end_of_pass_write_index: Some(*i + 1),
-            }),
-        });
+        if ts.is_some() || self.pass.is_none() {
+            let enc = self.encoder(ctx);
+            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: ts.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(*i),
+                    end_of_pass_write_index: Some(*i + 1),
+                }),
+            });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        let pass = self.pass.as_mut().expect("a compute pass was just opened");
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(x, y, 1);
@@ -182,6 +192,7 @@ impl Recorder {
 
     /// Submits everything recorded so far (a no-op when nothing is pending).
     pub fn flush(&mut self, ctx: &Context) -> Result<()> {
+        self.pass = None;
         let Some(mut enc) = self.encoder.take() else {
             return ctx.check();
         };
