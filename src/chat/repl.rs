@@ -370,7 +370,9 @@ fn answer<B: Backend>(
     if let Some(e) = io_err {
         return Err(e);
     }
-    if !wrote_newline {
+    // After Ctrl-C the tty has echoed "^C" where the answer stopped: the stats go below it.
+    let cancelled = matches!(&result, Ok(s) if s.stop == StopReason::Cancelled);
+    if !wrote_newline || (cancelled && terminal) {
         writeln!(out)?;
     }
     out.flush()?;
