@@ -140,6 +140,34 @@ fn rate(n: usize, t: Duration) -> f64 {
     }
 }
 
+/// Renders a conversation (an optional system prompt, then `messages`) with `template`, ready
+/// for the assistant's answer: what a chat turn feeds the model, as text to tokenize with
+/// `encode(text, true, true)`.
+pub fn render_conversation(
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    system: Option<&str>,
+    messages: &[Message],
+) -> Result<String, SessionError> {
+    let mut msgs: Vec<Json> = Vec::with_capacity(messages.len() + 1);
+    if let Some(s) = system {
+        msgs.push(json!({ "role": "system", "content": s }));
+    }
+    msgs.extend(
+        messages
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(Json::Null)),
+    );
+    let special = |id: Option<u32>| id.and_then(|id| tok.token_text(id));
+    Ok(template.render(&RenderInput {
+        messages: &msgs,
+        add_generation_prompt: true,
+        bos_token: special(tok.bos()),
+        eos_token: special(tok.eos()),
+        ..RenderInput::default()
+    })?)
+}
+
 pub struct Session<'a, 'w, B: Backend> {
     backend: &'a B,
     model: &'a Model<'w, B>,
@@ -255,24 +283,12 @@ impl<'a, 'w, B: Backend> Session<'a, 'w, B> {
 
     /// The conversation as the template sees it.
     fn render(&self) -> Result<String, SessionError> {
-        let mut msgs: Vec<Json> = Vec::with_capacity(self.messages.len() + 1);
-        if let Some(s) = &self.system {
-            msgs.push(json!({ "role": "system", "content": s }));
-        }
-        msgs.extend(
-            self.messages
-                .iter()
-                .map(|m| serde_json::to_value(m).unwrap_or(Json::Null)),
-        );
-        let tok = self.tokenizer;
-        let special = |id: Option<u32>| id.and_then(|id| tok.token_text(id));
-        Ok(self.template.render(&RenderInput {
-            messages: &msgs,
-            add_generation_prompt: true,
-            bos_token: special(tok.bos()),
-            eos_token: special(tok.eos()),
-            ..RenderInput::default()
-        })?)
+        render_conversation(
+            &self.template,
+            self.tokenizer,
+            self.system.as_deref(),
+            &self.messages,
+        )
     }
 
     /// Adds `text` as the user's message and streams the answer through `on_text` (text that

@@ -1,7 +1,10 @@
-//! `kiln run`: prefill a prompt, then generate `-n` tokens one at a time.
+//! `kiln run`: prefill a prompt, then generate `-n` tokens one at a time, streaming the text.
 //!
-//! Until the tokenizer lands, prompts are token ids (`--tokens`) and the output is token ids.
+//! The prompt is text (`-p`, tokenized with the file's vocabulary; `--chat` wraps it in the
+//! chat template as one user turn) or token ids (`--tokens`). The answer is printed as text as
+//! it is generated, or as ids with `--print-ids` (always when the file has no vocabulary).
 
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,15 +13,20 @@ use clap::Args;
 
 use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
+use kiln::chat::ChatTemplate;
+use kiln::chat::repl::sanitize_for_terminal;
+use kiln::chat::session::{Message, Role, render_conversation};
 use kiln::gguf::Gguf;
 use kiln::model::{Logits, Model};
+use kiln::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// GGUF model file.
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    /// Prompt text (needs the GGUF's tokenizer).
+    /// Prompt text, tokenized with the GGUF's vocabulary (special tokens written in it, such
+    /// as `<|im_end|>`, are recognised).
     #[arg(
         short = 'p',
         long = "prompt",
@@ -29,6 +37,13 @@ pub struct RunArgs {
     /// Prompt as token ids, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub tokens: Option<Vec<u32>>,
+    /// Apply the chat template to the prompt as one user turn (as `kiln chat` does) and stop
+    /// at end-of-generation tokens.
+    #[arg(long, conflicts_with = "tokens")]
+    pub chat: bool,
+    /// System prompt for `--chat` (default: the template's own).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 32)]
     pub n_predict: usize,
@@ -38,10 +53,10 @@ pub struct RunArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print the generated token ids, comma-separated on one line.
+    /// Print the generated token ids, comma-separated on one line, instead of the text.
     #[arg(long)]
     pub print_ids: bool,
-    /// Keep generating past the end-of-sequence token.
+    /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
     #[command(flatten)]
@@ -52,23 +67,150 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     with_backend!(&args.backend, |b| generate(b, args))
 }
 
+/// The file's tokenizer when this run needs one: to tokenize `-p`, or to print text.
+fn load_tokenizer(file: &Gguf, args: &RunArgs) -> anyhow::Result<Option<Tokenizer>> {
+    let path = args.model.display();
+    let has_vocab = file.get("tokenizer.ggml.model").is_some();
+    if !has_vocab {
+        if args.prompt.is_some() {
+            bail!(
+                "{path} has no vocabulary (no tokenizer.ggml.* metadata), so -p cannot be \
+                 tokenized; convert the checkpoint with its tokenizer files, or give ids with --tokens"
+            );
+        }
+        return Ok(None);
+    }
+    if args.prompt.is_none() && args.print_ids {
+        return Ok(None);
+    }
+    Tokenizer::from_gguf(file)
+        .map(Some)
+        .with_context(|| format!("{path}: tokenizer"))
+}
+
+fn prompt_ids(args: &RunArgs, tok: Option<&Tokenizer>) -> anyhow::Result<Vec<u32>> {
+    let path = args.model.display();
+    Ok(match (&args.tokens, &args.prompt, tok) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(text), Some(tok)) if args.chat => {
+            let template = ChatTemplate::from_tokenizer(tok)
+                .with_context(|| format!("{path}: chat template"))?;
+            let turn = Message {
+                role: Role::User,
+                content: text.clone(),
+            };
+            let rendered = render_conversation(&template, tok, args.system.as_deref(), &[turn])
+                .with_context(|| format!("{path}: chat template"))?;
+            tok.encode(&rendered, true, true)
+        }
+        (None, Some(text), Some(tok)) => tok.encode(text, true, true),
+        _ => bail!("give a prompt with -p or --tokens"),
+    })
+}
+
+/// Where generated tokens go: decoded text streamed to stdout, or ids printed at the end.
+enum Output<'t> {
+    Text {
+        tok: &'t Tokenizer,
+        utf8: StreamDecoder,
+        terminal: bool,
+        ends_with_newline: bool,
+    },
+    Ids,
+}
+
+impl Output<'_> {
+    /// Prints token `id`'s text, if any; false when stdout is closed (stop generating).
+    fn token(&mut self, id: u32) -> anyhow::Result<bool> {
+        let Output::Text { tok, utf8, .. } = self else {
+            return Ok(true);
+        };
+        let piece = utf8.push(tok.token_bytes(id, false)?);
+        self.write(&piece)
+    }
+
+    fn write(&mut self, piece: &str) -> anyhow::Result<bool> {
+        let Output::Text {
+            terminal,
+            ends_with_newline,
+            ..
+        } = self
+        else {
+            return Ok(true);
+        };
+        if piece.is_empty() {
+            return Ok(true);
+        }
+        *ends_with_newline = piece.ends_with('\n');
+        let piece = if *terminal {
+            sanitize_for_terminal(piece)
+        } else {
+            piece.into()
+        };
+        let mut out = io::stdout().lock();
+        match out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            r => r.map(|()| true).map_err(Into::into),
+        }
+    }
+
+    /// The held-back tail of the text and a final newline, or the ids.
+    fn finish(&mut self, ids: &[u32]) -> anyhow::Result<()> {
+        match self {
+            Output::Text { utf8, .. } => {
+                let tail = utf8.finish();
+                self.write(&tail)?;
+                if let Output::Text {
+                    ends_with_newline: false,
+                    ..
+                } = self
+                {
+                    self.write("\n")?;
+                }
+                Ok(())
+            }
+            Output::Ids => {
+                let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+                super::print_stdout(&format!("{}\n", ids.join(",")))
+            }
+        }
+    }
+}
+
 fn generate<B: Backend>(b: &B, args: &RunArgs) -> anyhow::Result<()> {
     let file = Gguf::open(&args.model)?;
-    let prompt = match (&args.tokens, &args.prompt) {
-        (Some(ids), _) => ids.clone(),
-        (None, Some(_)) => bail!("this GGUF has no tokenizer support yet; use --tokens"),
-        (None, None) => bail!("give a prompt with --tokens"),
-    };
+    let tokenizer = load_tokenizer(&file, args)?;
+    let prompt = prompt_ids(args, tokenizer.as_ref())?;
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
     let model =
         Model::load(&file, b).with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = model.config.vocab;
-    let eos = if args.ignore_eos {
-        None
-    } else {
-        file.get_u32("tokenizer.ggml.eos_token_id")
+    let eos = file.get_u32("tokenizer.ggml.eos_token_id");
+    let end = |id: u32| {
+        !args.ignore_eos
+            && match &tokenizer {
+                Some(t) => t.is_eog(id),
+                None => Some(id) == eos,
+            }
+    };
+    let mut output = match &tokenizer {
+        Some(tok) if !args.print_ids => Output::Text {
+            tok,
+            utf8: StreamDecoder::new(),
+            terminal: io::stdout().is_terminal(),
+            ends_with_newline: true,
+        },
+        _ => {
+            if !args.print_ids {
+                eprintln!(
+                    "kiln: {} has no vocabulary; printing token ids",
+                    args.model.display()
+                );
+            }
+            Output::Ids
+        }
     };
     let mut cache = model.new_cache(b, prompt.len() + args.n_predict)?;
     let mut sampler = Sampler::new(args.temp, args.seed);
@@ -85,18 +227,13 @@ fn generate<B: Backend>(b: &B, args: &RunArgs) -> anyhow::Result<()> {
             sampler.sample(&b.read(&logits, vocab)?)
         };
         out.push(id);
-        if Some(id) == eos || out.len() == args.n_predict {
+        if end(id) || !output.token(id)? || out.len() == args.n_predict {
             break;
         }
         logits = model.forward(b, &[id], &mut cache, Logits::Last)?;
     }
     let t_gen = t1.elapsed();
-
-    let ids: Vec<String> = out.iter().map(u32::to_string).collect();
-    if !args.print_ids {
-        eprintln!("kiln: no detokenizer yet; printing token ids");
-    }
-    super::print_stdout(&format!("{}\n", ids.join(",")))?;
+    output.finish(&out)?;
     eprintln!(
         "prompt: {} tokens in {:.3} s ({:.2} tok/s); generated: {} tokens in {:.3} s ({:.2} tok/s); backend {}",
         prompt.len(),
