@@ -1,10 +1,12 @@
 //! `kiln run` with text: `-p` is tokenized with the file's vocabulary, `--chat` wraps it in the
 //! chat template as `kiln chat` would, the answer streams as text (ids with `--print-ids`), and a
-//! file without a vocabulary gives one clear line. On a tiny random model with a real vocab.
+//! file without a vocabulary gives one clear line. On a tiny random model with a real vocab, and
+//! on the bundled chat checkpoint (tests/fixtures/tiny-chat) after kiln-convert.
 
 #[path = "common/tiny_chat_model.rs"]
 mod tiny_chat_model;
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
@@ -123,4 +125,44 @@ fn text_prompt_needs_a_vocabulary() {
 
     let (ok, _, err) = kiln_run(&path, &["-p", "Hello", "--system", "S"]);
     assert!(!ok && err.contains("--chat"), "{err}");
+}
+
+/// The README's first command: the bundled checkpoint, converted, answers a chat turn.
+#[test]
+fn bundled_chat_checkpoint_converts_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny-chat.gguf");
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-chat/hf");
+    let mut argv: Vec<OsString> = vec!["kiln-convert".into(), hf.into(), "-o".into()];
+    argv.push(gguf.clone().into());
+    argv.extend(["--type", "q8_0", "--quiet"].map(OsString::from));
+    kiln_convert::cli::run_args(argv).unwrap();
+
+    let tok = Tokenizer::from_gguf(&Gguf::open(&gguf).unwrap()).unwrap();
+    assert_eq!(tok.n_vocab(), 3512);
+    let text = |id: Option<u32>| tok.token_text(id.unwrap()).unwrap().to_string();
+    assert_eq!(
+        (text(tok.bos()), text(tok.eos())),
+        ("[BOS]".into(), "[EOS]".into())
+    );
+    assert_eq!(
+        tok.chat_template(),
+        Some(include_str!("fixtures/tiny-chat/hf/chat_template.jinja"))
+    );
+
+    let turn = Message {
+        role: Role::User,
+        content: "Hello".into(),
+    };
+    let template = ChatTemplate::from_tokenizer(&tok).unwrap();
+    let rendered = render_conversation(&template, &tok, None, &[turn]).unwrap();
+    assert!(
+        rendered.ends_with("<|im_assistant|>assistant<|im_middle|>"),
+        "{rendered}"
+    );
+    let n_prompt = tok.encode(&rendered, true, true).len();
+    let (ok, out, err) = kiln_run(&gguf, &["--chat", "-p", "Hello", "-n", "8", "--temp", "0"]);
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty(), "no answer text; stderr:\n{err}");
+    assert!(err.contains(&format!("prompt: {n_prompt} tokens")), "{err}");
 }
