@@ -8,6 +8,7 @@ use crate::recipe::{ModelInfo, RecipeError};
 use crate::write::{self, RowSource, Summary, TensorJob, WriteError};
 use kiln::gguf::{Gguf, GgufError, Value};
 use kiln::quant::{self, GgmlType};
+use memmap2::{Mmap, UncheckedAdvice};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -42,6 +43,9 @@ pub struct Plan {
     pub src: Gguf,
     pub jobs: Vec<TensorJob>,
     pub src_types: Vec<GgmlType>,
+    /// The input mapped again for the tensor data, so that pages already converted can be
+    /// dropped from the resident set (the reader's own map is not exposed).
+    map: Mmap,
 }
 
 /// What the recipe needs, from the `{arch}.*` keys as the converter writes them.
@@ -79,6 +83,22 @@ fn model_info(g: &Gguf, path: &str) -> Result<ModelInfo, RequantError> {
 pub fn plan(input: &Path, choice: &TypeChoice, allow_requant: bool) -> Result<Plan, RequantError> {
     let src = Gguf::open(input)?;
     let path = input.display().to_string();
+    let file = std::fs::File::open(input).map_err(|e| RequantError::Input {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    // SAFETY: read-only map of the input, which (like every mmap-based model reader) must not
+    // be truncated or rewritten while this runs.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| RequantError::Input {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if map.len() != src.as_bytes().len() {
+        return Err(RequantError::Input {
+            path,
+            reason: "the file changed while it was opened".into(),
+        });
+    }
     let info = model_info(&src, &path)?;
     let shapes: Vec<TensorJob> = src
         .tensors()
@@ -116,6 +136,7 @@ pub fn plan(input: &Path, choice: &TypeChoice, allow_requant: bool) -> Result<Pl
         src,
         jobs,
         src_types,
+        map,
     })
 }
 
@@ -124,16 +145,25 @@ struct GgufRows<'a> {
 }
 
 impl GgufRows<'_> {
-    fn rows(&self, index: usize, r0: usize, rows: usize) -> Result<&[u8], String> {
+    /// The file range of rows `[r0, r0 + rows)` of tensor `index`.
+    fn range(&self, index: usize, r0: usize, rows: usize) -> Result<(usize, usize), String> {
         let j = &self.plan.jobs[index];
         let ty = self.plan.src_types[index];
         let t = &self.plan.src.tensors()[index];
         let rb = ty
             .row_bytes(j.ne[0])
             .ok_or_else(|| format!("rows of {} are not whole {} blocks", j.ne[0], ty.name()))?;
-        let data = self.plan.src.tensor_bytes(t);
-        data.get(r0 * rb..(r0 + rows) * rb)
-            .ok_or_else(|| "tensor data is shorter than its shape".to_string())
+        let start = (self.plan.src.data_offset() + t.offset()) as usize + r0 * rb;
+        let end = start + rows * rb;
+        if end > self.plan.map.len() {
+            return Err("tensor data runs past the end of the file".into());
+        }
+        Ok((start, end))
+    }
+
+    fn rows(&self, index: usize, r0: usize, rows: usize) -> Result<&[u8], String> {
+        let (a, b) = self.range(index, r0, rows)?;
+        Ok(&self.plan.map[a..b])
     }
 }
 
@@ -156,6 +186,22 @@ impl RowSource for GgufRows<'_> {
             return None;
         }
         self.rows(index, r0, rows).ok().map(<[u8]>::to_vec)
+    }
+
+    fn done(&self, index: usize, r0: usize, r1: usize) {
+        let Ok((a, b)) = self.range(index, r0, r1 - r0) else {
+            return;
+        };
+        if b > a {
+            // SAFETY: a private read-only file mapping; the rows were copied or dequantized
+            // into owned buffers, and MADV_DONTNEED only drops pages that a later access
+            // would fault back in from the file unchanged.
+            let _ = unsafe {
+                self.plan
+                    .map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, a, b - a)
+            };
+        }
     }
 }
 
