@@ -746,7 +746,7 @@ fn profiler_times_kernels() {
     let report = g.profile().unwrap();
     let mm = report
         .iter()
-        .find(|k| k.name == "matvec Q4_K")
+        .find(|k| k.name == "matvec Q4_K 256x8x1")
         .unwrap_or_else(|| panic!("{report:?}"));
     assert_eq!(mm.calls, 2);
     assert!(mm.total_ms >= 0.0);

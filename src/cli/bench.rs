@@ -77,6 +77,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         b.start_profile()?;
     }
     let mut decode_speed = None;
+    let mut recording_ms = Vec::new();
     for &depth in &args.depth {
         let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
         for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
@@ -96,7 +97,9 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
                     b.argmax(&l, 1, model.config.vocab)?;
                     t0.elapsed().as_secs_f64()
                 } else {
-                    decode(b, &model, &mut cache, n, ids.take(1)[0])?
+                    let d = decode(b, &model, &mut cache, n, ids.take(1)[0])?;
+                    recording_ms.push(1e3 * d.recording / n as f64);
+                    d.total
                 };
                 speeds.push(n as f64 / secs);
             }
@@ -140,6 +143,10 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
         super::print_stdout(&format!("{line}\n"))?;
+        let (rec, _) = mean_sd(&recording_ms);
+        super::print_stdout(&format!(
+            "host time recording a decode step (in forward): {rec:.2} ms/token\n"
+        ))?;
     }
     if args.profile {
         super::print_stdout(&format!(
@@ -168,21 +175,34 @@ fn weight_bytes_per_token(file: &Gguf, cfg: &kiln::model::Config) -> u64 {
         .sum()
 }
 
-/// `n` greedy decode steps from `first`; returns the seconds they took.
+/// Seconds of a decode test, and the part the host spent recording the forward passes (a GPU
+/// backend only queues work there; the rest is waiting for the device).
+struct DecodeTime {
+    total: f64,
+    recording: f64,
+}
+
+/// `n` greedy decode steps from `first`.
 fn decode<B: Backend>(
     b: &B,
     model: &Model<'_, B>,
     cache: &mut HybridCache<B>,
     n: usize,
     first: u32,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<DecodeTime> {
     let t0 = Instant::now();
+    let mut recording = 0.0;
     let mut id = first;
     for _ in 0..n {
+        let r0 = Instant::now();
         let l = model.forward(b, &[id], cache, Logits::Last)?;
+        recording += r0.elapsed().as_secs_f64();
         id = b.argmax(&l, 1, model.config.vocab)?[0];
     }
-    Ok(t0.elapsed().as_secs_f64())
+    Ok(DecodeTime {
+        total: t0.elapsed().as_secs_f64(),
+        recording,
+    })
 }
 
 /// Deterministic pseudo-random token ids.

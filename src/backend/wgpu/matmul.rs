@@ -98,7 +98,13 @@ impl WgpuBackend {
                     part.rows * t.div_ceil(TT),
                 )
             };
-            self.run(key, &[&part.buf, &x.buf, &out.buf], &params, groups)?;
+            self.run_shaped(
+                key,
+                Some(w.ne),
+                &[&part.buf, &x.buf, &out.buf],
+                &params,
+                groups,
+            )?;
         }
         Ok(())
     }
@@ -139,8 +145,9 @@ impl WgpuBackend {
                 mode,
                 heads as u32,
             ];
-            self.run(
+            self.run_shaped(
                 key,
+                Some(w.ne),
                 &[&part.buf, x, y, ids],
                 &params,
                 s.per.div_ceil(rpw) * s.pairs,

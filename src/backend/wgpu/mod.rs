@@ -212,11 +212,27 @@ impl WgpuBackend {
         params: &[u32],
         groups: usize,
     ) -> Result<()> {
+        self.run_shaped(key, None, bufs, params, groups)
+    }
+
+    /// [`WgpuBackend::run`] for a product: the profiler reports it per weight shape `ne`.
+    fn run_shaped(
+        &self,
+        key: KernelKey,
+        ne: Option<[usize; 4]>,
+        bufs: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: usize,
+    ) -> Result<()> {
         let compiled = self.pipelines.get(&self.ctx.device, key)?;
         let groups = u32::try_from(groups)
             .map_err(|_| BackendError::Gpu(format!("{}: {groups} workgroups", key.label())))?;
+        let label = || match ne {
+            Some(ne) => format!("{} {}x{}x{}", key.label(), ne[0], ne[1], ne[2]),
+            None => key.label(),
+        };
         self.rec()
-            .dispatch(&self.ctx, &compiled, || key.label(), bufs, params, groups)
+            .dispatch(&self.ctx, &compiled, label, bufs, params, groups)
     }
 
     /// A fresh storage buffer holding `bytes` (its contents exist before any recorded command
