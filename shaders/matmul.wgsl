@@ -115,7 +115,7 @@ fn row_dot(rb: u32, xb0: u32, lane: u32) -> f32 {
     for (var u = lane; u < units; u += TPR) {
         let blk = u / per_blk;
         let part = u % per_blk;
-        acc += part_dot(rb + blk * BLOCK_BYTES, part, xb0 + (blk * QK + part * PD) / 4u);
+        acc += part_dot(rb + blk * BLOCK_BYTES, part, xb0 + blk * (QK / 4u));
     }
     return acc;
 }

@@ -1,21 +1,26 @@
-// Q4_K dot over 64 values: the 32 bytes qs[32 p..] hold sub-block 2p in their low nibbles and
-// 2p + 1 in their high nibbles, so each byte is loaded once. The scales and mins apply once
-// per sub-block: Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x.
-const PD: u32 = 64u;
+// Q4_K dot over 32 values: part p (0..8) is the 16 bytes qs[32 (p / 2) + 16 (p % 2)..], whose
+// low nibbles are 16 values of sub-block 2 (p / 2) and high nibbles the same 16 of the next
+// sub-block, so each byte is loaded once and neighbouring threads read neighbouring 16 bytes.
+// The scales and mins apply once per sub-block: Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x.
+const PD: u32 = 32u;
 
 fn part_dot(wb: u32, p: u32, xb: u32) -> f32 {
+    let pair = p / 2u;
     let dm = unpack2x16float(w[wb >> 2u]);
-    let s0 = k4_scale_min(wb + 4u, 2u * p);
-    let s1 = k4_scale_min(wb + 4u, 2u * p + 1u);
-    let q0 = (wb + 16u + 32u * p) >> 2u;
+    let s0 = k4_scale_min(wb + 4u, 2u * pair);
+    let s1 = k4_scale_min(wb + 4u, 2u * pair + 1u);
+    let q0 = (wb + 16u + 16u * p) >> 2u;
+    // xb is the block's first activation (as a vec4 index); the part's low nibbles are values
+    // 64 pair + 16 (p % 2).., its high nibbles the next sub-block's, 32 values (8 vec4s) on.
+    let xp = xb + 16u * pair + 4u * (p % 2u);
     var lo = 0.0;
     var hi = 0.0;
     var xlo = 0.0;
     var xhi = 0.0;
-    for (var i = 0u; i < 8u; i++) {
+    for (var i = 0u; i < 4u; i++) {
         let q = vec4<u32>(w[q0 + i]) >> vec4<u32>(0u, 8u, 16u, 24u);
-        let a = x[xb + i];
-        let b = x[xb + 8u + i];
+        let a = x[xp + i];
+        let b = x[xp + 8u + i];
         lo += dot(vec4<f32>(q & vec4<u32>(15u)), a);
         hi += dot(vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)), b);
         xlo += a.x + a.y + a.z + a.w;

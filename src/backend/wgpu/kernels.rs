@@ -66,7 +66,6 @@ fn dot_source(ty: GgmlType) -> &'static str {
 /// Values one `part_dot` call of `ty` covers (PD in its dot file).
 pub fn dot_values(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4_K => 64,
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 4,
         _ => 32,
     }
@@ -248,10 +247,19 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
     };
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: Some(&label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
+    };
+    // SAFETY: the checks wgpu would compile in (an index clamp per buffer access, a guard per
+    // integer division, a counter per loop) cost the products several times their memory
+    // time. Our kernels need none of them: the host checks every buffer against the extent a
+    // dispatch touches (`check_len`, the shape checks of each op), never passes a zero divisor
+    // (dims and counts are validated non-zero, empty dispatches are skipped), and every loop
+    // is bounded by its parameters. Vulkan's robust buffer access stays on underneath.
+    let module = unsafe {
+        device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+    };
     let constants = [(def.spec, key.spec as f64)];
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
