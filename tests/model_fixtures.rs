@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
-use kiln::model::{Logits, Model};
+use kiln::model::{Logits, MAX_UBATCH, Model};
 
 const FIXTURES: [&str; 4] = ["tiny-a", "tiny-b", "tiny-c", "tiny-d"];
 
@@ -391,4 +391,42 @@ fn quantized_files_exact_path_matches_transformers_on_dequantized_weights() {
             );
         }
     }
+}
+
+/// A prompt longer than one micro-batch runs in passes of MAX_UBATCH tokens and gives the
+/// logits of the same prompt fed in two calls that each fit one pass.
+#[test]
+fn long_prompt_runs_in_micro_batches() {
+    let gguf = convert("tiny-a", "f32");
+    let file = Gguf::open(&gguf).unwrap();
+    let b = CpuBackend::new(false);
+    let model = Model::load(&file, &b).unwrap();
+    let vocab = model.config.vocab as u32;
+    let n = MAX_UBATCH + 40;
+    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+
+    let mut cache = model.new_cache(&b, n).unwrap();
+    let long = model.forward(&b, &ids, &mut cache, Logits::All).unwrap();
+    assert_eq!(long.len(), n * vocab as usize);
+    let mut cache = model.new_cache(&b, n).unwrap();
+    let mut halves = model
+        .forward(&b, &ids[..n / 2], &mut cache, Logits::All)
+        .unwrap();
+    halves.extend(
+        model
+            .forward(&b, &ids[n / 2..], &mut cache, Logits::All)
+            .unwrap(),
+    );
+    let std = std_dev(&long.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    let err = long
+        .iter()
+        .zip(&halves)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!(err <= 1e-4 * std, "max |Δ| {err:e} (std {std})");
+
+    let mut cache = model.new_cache(&b, n).unwrap();
+    let last = model.forward(&b, &ids, &mut cache, Logits::Last).unwrap();
+    assert_eq!(last[..], long[(n - 1) * vocab as usize..]);
+    assert_eq!(cache.pos, n);
 }

@@ -15,10 +15,51 @@ pub enum Logits {
     Last,
 }
 
+/// Most tokens one pass through the layers holds (llama.cpp's default micro-batch): a longer
+/// prompt runs in passes of this many, so its temporaries (attention scores, expert inputs)
+/// stay bounded however long it is.
+pub const MAX_UBATCH: usize = 512;
+
 impl<B: Backend> Model<'_, B> {
     /// Runs `ids` as the next tokens of the sequence in `cache` and returns the logits buffer
     /// (`[t or 1, vocab]`, f32). A prompt of any length is one call; decode is a call per token.
     pub fn forward(
+        &self,
+        b: &B,
+        ids: &[u32],
+        cache: &mut HybridCache<B>,
+        which: Logits,
+    ) -> Result<B::Buf, ModelError> {
+        if ids.len() <= MAX_UBATCH {
+            return self.forward_ubatch(b, ids, cache, which);
+        }
+        let vocab = self.config.vocab;
+        if cache.pos + ids.len() > cache.capacity {
+            return Err(ModelError::ContextFull {
+                needed: cache.pos + ids.len(),
+                capacity: cache.capacity,
+            });
+        }
+        let mut all = match which {
+            Logits::All => Some(b.alloc(ids.len() * vocab)?),
+            Logits::Last => None,
+        };
+        let mut last = None;
+        for (i, chunk) in ids.chunks(MAX_UBATCH).enumerate() {
+            let logits = self.forward_ubatch(b, chunk, cache, which)?;
+            if let Some(all) = &mut all {
+                b.copy(&logits, 0, all, i * MAX_UBATCH * vocab, chunk.len() * vocab)?;
+            }
+            last = Some(logits);
+        }
+        Ok(match all {
+            Some(all) => all,
+            None => last.expect("a long prompt has chunks"),
+        })
+    }
+
+    /// [`Model::forward`] for at most [`MAX_UBATCH`] tokens: one pass through the layers.
+    fn forward_ubatch(
         &self,
         b: &B,
         ids: &[u32],

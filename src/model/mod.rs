@@ -15,7 +15,7 @@ use crate::gguf::Gguf;
 
 pub use cache::HybridCache;
 pub use config::{Config, LayerKind};
-pub use forward::Logits;
+pub use forward::{Logits, MAX_UBATCH};
 use weights::Weights;
 
 #[derive(Debug, thiserror::Error)]
