@@ -11,6 +11,24 @@ use super::{
 
 /// Cached positions per attention workgroup (CH in the shader).
 const CH: usize = 128;
+/// Largest buffer of attention partials one dispatch writes.
+const MAX_PARTIALS_BYTES: usize = 256 << 20;
+
+/// The uniform parameters the MLA kernels share.
+fn mla_params(dims: MlaDims, pos: usize, t: usize, nsplit: usize) -> [u32; 9] {
+    let qw = dims.nope + dims.rope;
+    [
+        dims.heads as u32,
+        dims.kv_lora as u32,
+        dims.rope as u32,
+        dims.nope as u32,
+        pos as u32,
+        t as u32,
+        nsplit as u32,
+        f(1.0 / (qw as f32).sqrt()),
+        f(dims.norm_eps),
+    ]
+}
 
 impl WgpuBackend {
     #[allow(clippy::too_many_arguments)]
@@ -50,26 +68,53 @@ impl WgpuBackend {
             return Ok(());
         }
         let nsplit = (pos + t).div_ceil(CH);
-        let params = [
-            h as u32,
-            l as u32,
-            dims.rope as u32,
-            dims.nope as u32,
-            pos as u32,
-            t as u32,
-            nsplit as u32,
-            f(1.0 / (qw as f32).sqrt()),
-            f(dims.norm_eps),
-        ];
-
         let norm = self.values(&w.kv_norm)?;
         self.run(
             KernelKey::plain(Kernel::MlaAppend),
             &[&norm, &kv.buf, &cache.buf],
-            &params,
+            &mla_params(dims, pos, t, nsplit),
             t,
         )?;
 
+        // The attention partials hold (kv_lora + 2) values per row, head and split of the
+        // cache: a long prompt deep in the context attends a slice of rows at a time.
+        let per_row = h * nsplit * (l + 2) * 4;
+        let cap = MAX_PARTIALS_BYTES.min(self.binding_cap() as usize);
+        let rows = (cap / per_row).clamp(1, t);
+        if rows == t {
+            return self.mla_attend_rows(q, w, cache, pos, t, nsplit, dims, out);
+        }
+        let (mut q_rows, mut out_rows) = (
+            self.scratch(rows * h * qw)?,
+            self.scratch(rows * h * dims.v_dim)?,
+        );
+        for i0 in (0..t).step_by(rows) {
+            let n = rows.min(t - i0);
+            self.copy(q, i0 * h * qw, &mut q_rows, 0, n * h * qw)?;
+            self.mla_attend_rows(&q_rows, w, cache, pos + i0, n, nsplit, dims, &out_rows)?;
+            let vw = h * dims.v_dim;
+            self.copy(&out_rows, 0, out, i0 * vw, n * vw)?;
+        }
+        Ok(())
+    }
+
+    /// Attention of the `t` query rows of `q` at positions `pos..pos + t` over the cache (whose
+    /// latents are already appended) into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn mla_attend_rows(
+        &self,
+        q: &WgpuBuf,
+        w: &MlaWeights<WgpuWeight<'_>>,
+        cache: &WgpuBuf,
+        pos: usize,
+        t: usize,
+        nsplit: usize,
+        dims: MlaDims,
+        out: &WgpuBuf,
+    ) -> Result<()> {
+        let (h, l) = (dims.heads, dims.kv_lora);
+        let qw = dims.nope + dims.rope;
+        let params = mla_params(dims, pos, t, nsplit);
         let q_abs = self.scratch(t * h * l)?;
         self.matmul_sel(
             &w.k_b,
