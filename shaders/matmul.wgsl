@@ -1,10 +1,10 @@
 // y = x · Wᵀ for a weight in any GGUF block format (the type file prepended to this one defines
-// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot). The weight is read
+// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot_rows). The weight is read
 // straight from its raw blocks.
 //
 // `matvec` (one token) and `matmul_sel` (one token per (token, expert) pair) are the decode
 // kernels: a workgroup serves RPW weight rows, TPR threads per row striding over the row's
-// parts (part_dot fuses decoding with the multiply), so each weight byte is read once and the
+// parts (part_dot_rows fuses decoding with the multiply), so each weight byte is read once and the
 // TPR partial sums of a row are reduced in workgroup memory. `matmul_sel` picks the pair's
 // matrix inside a stacked tensor on the GPU, so that the MoE and the per-head MLA products run
 // without a host round trip. `matmul` lets a workgroup serve TT tokens so that a prefill reads
@@ -88,15 +88,19 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-// Threads per row: a power of two up to 64, chosen by the host per weight shape.
+// Threads per row group: a power of two up to 64, chosen by the host per weight shape. Each
+// thread serves RT consecutive rows, so that the activations it loads serve RT rows (they,
+// not the weights, would otherwise be most of the traffic: 4 bytes per value against half a
+// byte of Q4_K).
 override TPR: u32 = 16u;
 const MV_WG: u32 = 256u;
-override RPW: u32 = MV_WG / TPR;
+const RT: u32 = 4u;
+override RPW: u32 = MV_WG / TPR * RT;
 
-var<workgroup> mred: array<f32, MV_WG>;
+var<workgroup> mred: array<vec4<f32>, MV_WG>;
 
-// Sums the TPR partial sums of each row slot; the slot's lane 0 gets the total.
-fn reduce_rows(li: u32, v: f32) -> f32 {
+// Sums the TPR partial sums of each row group; the group's lane 0 gets the totals.
+fn reduce_rows(li: u32, v: vec4<f32>) -> vec4<f32> {
     mred[li] = v;
     for (var step = TPR / 2u; step > 0u; step >>= 1u) {
         workgroupBarrier();
@@ -107,15 +111,17 @@ fn reduce_rows(li: u32, v: f32) -> f32 {
     return mred[li];
 }
 
-// This lane's share of (weight row at byte rb) · (x from vec4 index xb0).
-fn row_dot(rb: u32, xb0: u32, lane: u32) -> f32 {
+// This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · (x from
+// vec4 index xb0).
+fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
     let per_blk = QK / PD;
     let units = (p.cols / QK) * per_blk;
-    var acc = 0.0;
+    let stride = row_bytes();
+    var acc = vec4<f32>(0.0);
     for (var u = lane; u < units; u += TPR) {
         let blk = u / per_blk;
         let part = u % per_blk;
-        acc += part_dot(rb + blk * BLOCK_BYTES, part, xb0 + blk * (QK / 4u));
+        acc += part_dot_rows(rb + blk * BLOCK_BYTES, stride, klo, khi, part, xb0 + blk * (QK / 4u));
     }
     return acc;
 }
@@ -128,15 +134,18 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if tok >= p.t {
         return;
     }
-    let row = (lin % groups) * RPW + li / TPR;
+    let row = (lin % groups) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
-    var acc = 0.0;
-    if row < p.rows {
-        acc = row_dot(row * row_bytes(), (p.x_off + tok * p.x_stride) / 4u, lane);
+    let n = min(RT, max(p.rows, row) - row);
+    var acc = vec4<f32>(0.0);
+    if n > 0u {
+        acc = rows_dot(row * row_bytes(), 0u, n, (p.x_off + tok * p.x_stride) / 4u, lane);
     }
     let s = reduce_rows(li, acc);
-    if lane == 0u && row < p.rows {
-        y[p.y_off + tok * p.y_stride + p.row0 + row] = s;
+    if lane == 0u {
+        for (var k = 0u; k < n; k++) {
+            y[p.y_off + tok * p.y_stride + p.row0 + row + k] = s[k];
+        }
     }
 }
 
@@ -148,7 +157,7 @@ fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if pair >= p.t {
         return;
     }
-    let r = (lin % groups) * RPW + li / TPR;
+    let r = (lin % groups) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
     var e: u32;
     if p.mode == 0u {
@@ -156,15 +165,21 @@ fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     } else {
         e = pair % p.heads;
     }
+    // Rows r + k of the pair's matrix, for k in klo..khi: those of the matrix that this
+    // dispatch's weight part holds.
     let grow = e * p.per + r;
-    let mine = r < p.per && grow >= p.row0 && grow < p.row0 + p.rows;
-    var acc = 0.0;
-    if mine {
+    let end = min(grow + min(RT, max(p.per, r) - r), p.row0 + p.rows);
+    let klo = max(grow, p.row0) - grow;
+    let khi = max(end, grow + klo) - grow;
+    var acc = vec4<f32>(0.0);
+    if khi > klo {
         let xb0 = (p.x_off + (pair / p.x_div) * p.x_stride) / 4u;
-        acc = row_dot((grow - p.row0) * row_bytes(), xb0, lane);
+        acc = rows_dot((grow + klo - p.row0) * row_bytes(), klo, khi, xb0, lane);
     }
     let s = reduce_rows(li, acc);
-    if lane == 0u && mine {
-        y[p.y_off + pair * p.y_stride + r] = s;
+    if lane == 0u {
+        for (var k = klo; k < khi; k++) {
+            y[p.y_off + pair * p.y_stride + r + k] = s[k];
+        }
     }
 }

@@ -695,11 +695,15 @@ impl MoeCase {
 #[test]
 fn moe_routing_and_experts_on_the_gpu() {
     let (g, c) = (gpu(), cpu());
+    // 10 kB bindings split each 256-row Q4_K expert matrix across weight parts mid-matrix.
+    let mut small = gpu();
+    small.limit_binding_bytes(10_000);
     let mut r = Rng(10);
-    for (ty, shared) in [
-        (GgmlType::F32, true),
-        (GgmlType::Q8_0, false),
-        (GgmlType::Q4_K, true),
+    for (ty, shared, g) in [
+        (GgmlType::F32, true, &g),
+        (GgmlType::Q8_0, false, &g),
+        (GgmlType::Q4_K, true, &g),
+        (GgmlType::Q4_K, false, &small),
     ] {
         let (hidden, ff) = if ty == GgmlType::Q4_K {
             (256, 256)
@@ -711,7 +715,7 @@ fn moe_routing_and_experts_on_the_gpu() {
             let x = r.vec(t * hidden, 1.0);
             assert_close(
                 &format!("moe {ty} shared {shared} t={t}"),
-                &case.run(&g, &x, t),
+                &case.run(g, &x, t),
                 &case.run(&c, &x, t),
                 F32_NMSE,
             );

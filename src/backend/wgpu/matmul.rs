@@ -1,5 +1,5 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
-//! part: a decoded token's products run 256 / TPR weight rows per workgroup (`matvec`,
+//! part: a decoded token's products run 4 · 256 / TPR weight rows per workgroup (`matvec`,
 //! `matmul_sel`), a prefill's one weight row per workgroup and group of up to TT tokens.
 
 use super::kernels::{self, Kernel, KernelKey};
@@ -8,8 +8,10 @@ use crate::quant::GgmlType;
 
 /// Tokens a `matmul` workgroup serves (TT in the shader).
 const TT: usize = 4;
-/// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
+/// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader), and rows each
+/// thread serves (RT).
 const MV_WG: usize = 256;
+const RT: usize = 4;
 
 /// Threads per weight row of the decode products (TPR in the shader): about two `part_dot`
 /// calls each, so that short rows (the experts' down products) do not leave threads idle and
@@ -26,7 +28,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>) -> (KernelKey, usize) {
         spec: tpr as u32,
         ..KernelKey::typed(kernel, w.ty)
     };
-    (key, MV_WG / tpr)
+    (key, MV_WG / tpr * RT)
 }
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
