@@ -89,12 +89,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 // Threads per row group: a power of two up to 64, chosen by the host per weight shape. Each
-// thread serves RT consecutive rows, so that the activations it loads serve RT rows (they,
-// not the weights, would otherwise be most of the traffic: 4 bytes per value against half a
-// byte of Q4_K).
+// thread serves RT consecutive rows, so that the activations it loads serve RT rows (4 bytes
+// per value against half a byte of Q4_K), where the matrix has rows enough to keep the GPU
+// busy with RT > 1.
 override TPR: u32 = 16u;
 const MV_WG: u32 = 256u;
-const RT: u32 = 4u;
+// 1 to 4.
+override RT: u32 = 4u;
 override RPW: u32 = MV_WG / TPR * RT;
 
 var<workgroup> mred: array<vec4<f32>, MV_WG>;

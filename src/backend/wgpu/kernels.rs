@@ -110,8 +110,8 @@ struct Def {
     typed: bool,
     /// Multiplies a weight with activations (gets the type's `part_dot`).
     product: bool,
-    /// The `override` constant that [`KernelKey::spec`] sets, if the kernel has one.
-    spec: &'static str,
+    /// The `override` constants that [`KernelKey::spec`] sets, 16 bits each from the low end.
+    spec: &'static [&'static str],
     /// Storage bindings in the order the host passes buffers.
     storage: &'static [u32],
     uniform: u32,
@@ -125,9 +125,9 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" => "TPR",
-                "kda_scan" => "D",
-                _ => "",
+                "matvec" | "matmul_sel" => &["TPR", "RT"],
+                "kda_scan" => &["D"],
+                _ => &[],
             },
             storage,
             uniform,
@@ -165,8 +165,8 @@ pub struct KernelKey {
     pub kernel: Kernel,
     /// The weight block type of typed kernels.
     pub ty: Option<GgmlType>,
-    /// The value of the kernel's `override` constant (KDA head dim, threads per row of the
-    /// decode products), 0 for its default.
+    /// The values of the kernel's `override` constants, 16 bits each (KDA head dim; threads
+    /// per row group and rows per thread of the decode products), 0 for their defaults.
     pub spec: u32,
 }
 
@@ -260,18 +260,22 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
     let module = unsafe {
         device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
     };
-    let constants = [(def.spec, key.spec as f64)];
+    let constants: Vec<(&str, f64)> = if key.spec == 0 {
+        Vec::new()
+    } else {
+        def.spec
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| (name, ((key.spec >> (16 * i)) & 0xffff) as f64))
+            .collect()
+    };
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
         layout: None,
         module: &module,
         entry_point: Some(def.entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: if key.spec > 0 && !def.spec.is_empty() {
-                &constants
-            } else {
-                &[]
-            },
+            constants: &constants,
             ..Default::default()
         },
         cache: None,

@@ -8,10 +8,11 @@ use crate::quant::GgmlType;
 
 /// Tokens a `matmul` workgroup serves (TT in the shader).
 const TT: usize = 4;
-/// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader), and rows each
-/// thread serves (RT).
+/// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
-const RT: usize = 4;
+/// Workgroups a decode product needs before its threads serve several rows each: enough
+/// to fill a large GPU twice over.
+const BUSY_WORKGROUPS: usize = 512;
 
 /// Threads per weight row of the decode products (TPR in the shader): about two `part_dot`
 /// calls each, so that short rows (the experts' down products) do not leave threads idle and
@@ -21,14 +22,21 @@ fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
     (units / 2).next_power_of_two().clamp(4, 64)
 }
 
-/// The decode product kernel `kernel` for `w`, and the weight rows one workgroup serves.
-fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>) -> (KernelKey, usize) {
+/// The decode product kernel `kernel` for `w` when it computes `rows` rows in all, and the
+/// weight rows one workgroup serves.
+fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize) -> (KernelKey, usize) {
     let tpr = threads_per_row(w.ty, w.ne[0]);
+    let groups = MV_WG / tpr;
+    let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS {
+        4
+    } else {
+        1
+    };
     let key = KernelKey {
-        spec: tpr as u32,
+        spec: (tpr | rt << 16) as u32,
         ..KernelKey::typed(kernel, w.ty)
     };
-    (key, MV_WG / tpr * RT)
+    (key, groups * rt)
 }
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
@@ -92,7 +100,7 @@ impl WgpuBackend {
                 1,
             ];
             let (key, groups) = if t == 1 {
-                let (key, rpw) = decode_kernel(Kernel::Matvec, w);
+                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
                 (key, part.rows.div_ceil(rpw))
             } else {
                 (
@@ -131,7 +139,7 @@ impl WgpuBackend {
             Select::Ids(b) => (0, 1, b),
             Select::Heads(h) => (1, h, &self.dummy),
         };
-        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w);
+        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs);
         for part in &w.parts {
             let params = [
                 part.rows as u32,

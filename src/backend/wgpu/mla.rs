@@ -84,7 +84,7 @@ impl WgpuBackend {
         if rows == t {
             return self.mla_attend_rows(q, w, cache, pos, t, nsplit, dims, out);
         }
-        let (mut q_rows, mut out_rows) = (
+        let (mut q_rows, out_rows) = (
             self.scratch(rows * h * qw)?,
             self.scratch(rows * h * dims.v_dim)?,
         );

@@ -33,6 +33,9 @@ use pool::Pool;
 pub use profile::{KernelTime, format_report};
 use recorder::Recorder;
 
+/// Bytes of new buffers after which the pending work is submitted (see `new_buffer_of`).
+const FLUSH_AFTER_BYTES: u64 = 4 << 30;
+
 /// Bytes of weight uploads staged between waits, so that loading a large file does not hold
 /// all of it in staging memory at once.
 const UPLOAD_WINDOW: u64 = 256 << 20;
@@ -262,7 +265,23 @@ impl WgpuBackend {
 
     /// A zeroed storage buffer for `len` f32 values.
     fn new_buffer(&self, len: usize) -> Result<wgpu::Buffer> {
-        let size = buffer_size(len);
+        self.new_buffer_of(len, buffer_size(len))
+    }
+
+    /// A zeroed storage buffer of `size` bytes for at least `len` f32 values. Submits the
+    /// pending work first when it has created much memory: buffers dropped while recording
+    /// stay allocated until the submission that used them ends (a long prompt is many
+    /// micro-batches in one encoder otherwise).
+    fn new_buffer_of(&self, len: usize, size: u64) -> Result<wgpu::Buffer> {
+        {
+            let mut rec = self.rec();
+            rec.fresh_bytes += size;
+            if rec.fresh_bytes > FLUSH_AFTER_BYTES {
+                rec.flush(&self.ctx)?;
+                drop(rec);
+                let _ = self.ctx.device.poll(wgpu::PollType::Poll);
+            }
+        }
         let l = &self.ctx.limits;
         let cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         if size > cap {
@@ -423,10 +442,10 @@ impl Backend for WgpuBackend {
     }
 
     fn scratch(&self, len: usize) -> Result<WgpuBuf> {
-        let size = buffer_size(len);
+        let size = pool::size_class(buffer_size(len));
         let buf = match self.scratch.take(size) {
             Some(b) => b,
-            None => self.new_buffer(len)?,
+            None => self.new_buffer_of(len, size)?,
         };
         Ok(WgpuBuf {
             buf,

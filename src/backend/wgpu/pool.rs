@@ -11,6 +11,14 @@ const MAX_POOLED_BUFFER: u64 = 256 << 20;
 /// Bytes the pool keeps at most.
 const MAX_POOLED_TOTAL: u64 = 2 << 30;
 
+/// The size a scratch buffer of `bytes` is made with: sizes that differ a little (a prompt's
+/// attention partials grow with its position) share a class, at most 1/8 larger.
+pub fn size_class(bytes: u64) -> u64 {
+    let floor_pow2 = 1u64 << (63 - bytes.max(1).leading_zeros());
+    let step = (floor_pow2 / 8).max(256);
+    bytes.next_multiple_of(step)
+}
+
 #[derive(Default)]
 pub struct Pool {
     inner: Mutex<Free>,
@@ -40,5 +48,29 @@ impl Pool {
         }
         free.bytes += size;
         free.by_size.entry(size).or_default().push(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_are_at_most_an_eighth_larger() {
+        for bytes in [
+            4,
+            255,
+            256,
+            1000,
+            4096,
+            65_537,
+            1 << 20,
+            (1 << 20) + 1,
+            300 << 20,
+        ] {
+            let c = size_class(bytes);
+            assert!(c >= bytes && c - bytes <= bytes / 8 + 256, "{bytes} -> {c}");
+        }
+        assert_eq!(size_class(1000), size_class(1001));
     }
 }

@@ -52,6 +52,8 @@ pub struct Recorder {
     /// Cached bind groups and the submission that last used each.
     binds: HashMap<BindKey, (wgpu::BindGroup, u64)>,
     submissions: u64,
+    /// Bytes of buffers created since the last submission.
+    pub fresh_bytes: u64,
 }
 
 impl Recorder {
@@ -208,6 +210,7 @@ impl Recorder {
         self.used = 0;
         let pending_profile = self.profiler.as_mut().and_then(|p| p.resolve(&mut enc));
         ctx.queue.submit([enc.finish()]);
+        self.fresh_bytes = 0;
         self.submissions += 1;
         let now = self.submissions;
         self.binds
