@@ -7,8 +7,8 @@
 // parts (part_dot_rows fuses decoding with the multiply), so each weight byte is read once and the
 // TPR partial sums of a row are reduced in workgroup memory. `matmul_sel` picks the pair's
 // matrix inside a stacked tensor on the GPU, so that the MoE and the per-head MLA products run
-// without a host round trip. `matmul` lets a workgroup serve TT tokens so that a prefill reads
-// each weight row once per TT tokens.
+// without a host round trip. `matmul` (a prompt's tokens) is a tiled product that decodes
+// each weight part once per 64 tokens.
 
 struct Params {
     rows: u32,
@@ -31,60 +31,87 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
-const WG: u32 = 64u;
-const TT: u32 = 4u;
-
-var<workgroup> red: array<f32, 256>;
-
 fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
 }
 
-// Sums red[s * WG..][..WG] into red[s * WG] for every slot s < TT.
-fn reduce(li: u32) {
-    for (var step = WG / 2u; step > 0u; step >>= 1u) {
-        workgroupBarrier();
-        if li < step {
-            for (var s = 0u; s < TT; s++) {
-                red[s * WG + li] += red[s * WG + li + step];
-            }
-        }
-    }
-    workgroupBarrier();
-}
+// The prompt product, tiled: a workgroup computes TM weight rows × TN tokens. Per step of TK
+// values it decodes the TM rows' part into workgroup memory once (each weight byte is read
+// once per TN tokens, not once per token) and stages the TN tokens' activations beside it;
+// each thread then accumulates 4 rows × 4 tokens from vec4 reads of both tiles.
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 32u;
 
-@compute @workgroup_size(64)
+// [k][row] and [k][token], so that a thread's 4 rows (4 tokens) are one vec4.
+var<workgroup> wtile: array<vec4<f32>, TK * TM / 4u>;
+var<workgroup> xtile: array<vec4<f32>, TK * TN / 4u>;
+
+@compute @workgroup_size(256)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
-    let row = lin % p.rows;
-    let tok0 = (lin / p.rows) * TT;
+    let row_tiles = (p.rows + TM - 1u) / TM;
+    let row0 = (lin % row_tiles) * TM;
+    let tok0 = (lin / row_tiles) * TN;
     if tok0 >= p.t {
         return;
     }
-    let nt = min(TT, p.t - tok0);
-    let rb = row * row_bytes();
-    let units = (p.cols / QK) * (QK / PV);
-    var acc = array<f32, TT>(0.0, 0.0, 0.0, 0.0);
-    for (var u = li; u < units; u += WG) {
-        let blk = u / (QK / PV);
-        let part = u % (QK / PV);
-        let v = part_values(rb + blk * BLOCK_BYTES, part);
-        let xo = (blk * QK + part * PV) / 4u;
-        for (var s = 0u; s < nt; s++) {
-            let xb = (p.x_off + (tok0 + s) * p.x_stride) / 4u + xo;
-            var sum = 0.0;
-            for (var i = 0u; i < PV4; i++) {
-                sum += dot(v[i], x[xb + i]);
+    // This thread's rows row0 + 4 tr.. and tokens tok0 + 4 tc..
+    let tr = li % (TM / 4u);
+    let tc = li / (TM / 4u);
+    var acc: array<vec4<f32>, 4>;
+    let parts_per_step = TK / PV;
+    let rbytes = row_bytes();
+    for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+        // The weight tile: TM rows × TK values, PV values per decoded part.
+        for (var q = li; q < TM * parts_per_step; q += 256u) {
+            let r = q % TM;
+            let pp = q / TM;
+            let kv = k0 + pp * PV;
+            let row = row0 + r;
+            var v: array<vec4<f32>, PV4>;
+            if row < p.rows && kv < p.cols {
+                v = part_values(row * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
             }
-            acc[s] += sum;
+            for (var i = 0u; i < PV4; i++) {
+                for (var c = 0u; c < 4u; c++) {
+                    let kk = pp * PV + 4u * i + c;
+                    wtile[(kk * TM + r) / 4u][r % 4u] = v[i][c];
+                }
+            }
         }
+        // The activation tile: TN tokens × TK values.
+        for (var q = li; q < TN * (TK / 4u); q += 256u) {
+            let tok = q % TN;
+            let c4 = q / TN;
+            var v = vec4<f32>(0.0);
+            if tok0 + tok < p.t && k0 + 4u * c4 < p.cols {
+                v = x[(p.x_off + (tok0 + tok) * p.x_stride + k0) / 4u + c4];
+            }
+            for (var c = 0u; c < 4u; c++) {
+                let kk = 4u * c4 + c;
+                xtile[(kk * TN + tok) / 4u][tok % 4u] = v[c];
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let wv = wtile[kk * (TM / 4u) + tr];
+            let xv = xtile[kk * (TN / 4u) + tc];
+            acc[0] += wv * xv.x;
+            acc[1] += wv * xv.y;
+            acc[2] += wv * xv.z;
+            acc[3] += wv * xv.w;
+        }
+        workgroupBarrier();
     }
-    for (var s = 0u; s < TT; s++) {
-        red[s * WG + li] = acc[s];
-    }
-    reduce(li);
-    if li < nt {
-        y[p.y_off + (tok0 + li) * p.y_stride + p.row0 + row] = red[li * WG];
+    for (var j = 0u; j < 4u; j++) {
+        let tok = tok0 + 4u * tc + j;
+        for (var i = 0u; i < 4u; i++) {
+            let row = row0 + 4u * tr + i;
+            if tok < p.t && row < p.rows {
+                y[p.y_off + tok * p.y_stride + p.row0 + row] = acc[j][i];
+            }
+        }
     }
 }
 

@@ -126,9 +126,11 @@ fn matmul_every_type_decode_and_prefill() {
     let mut r = Rng(1);
     for ty in ALL_TYPES {
         let cols = 512;
-        let rows = 37;
+        // Two row tiles of the prompt product, the second partial.
+        let rows = 101;
         let w = Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0));
-        for t in [1, 5] {
+        // One token; one partial token tile; two tiles.
+        for t in [1, 5, 70] {
             let x = r.vec(t * cols, 1.0);
             let got = matmul_case(&g, &w, &x, t);
             let want = matmul_case(&c, &w, &x, t);

@@ -1,13 +1,14 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
-//! part: a decoded token's products run 4 · 256 / TPR weight rows per workgroup (`matvec`,
-//! `matmul_sel`), a prefill's one weight row per workgroup and group of up to TT tokens.
+//! part: a decoded token's products run 256 / TPR row groups per workgroup (`matvec`,
+//! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup.
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
 
-/// Tokens a `matmul` workgroup serves (TT in the shader).
-const TT: usize = 4;
+/// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader).
+const TILE_ROWS: usize = 64;
+const TILE_TOKENS: usize = 64;
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
 /// Workgroups a decode product needs before its threads serve several rows each: enough
@@ -105,7 +106,7 @@ impl WgpuBackend {
             } else {
                 (
                     KernelKey::typed(Kernel::Matmul, w.ty),
-                    part.rows * t.div_ceil(TT),
+                    part.rows.div_ceil(TILE_ROWS) * t.div_ceil(TILE_TOKENS),
                 )
             };
             self.run_shaped(
