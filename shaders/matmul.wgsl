@@ -35,10 +35,12 @@ fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
 }
 
-// The prompt product, tiled: a workgroup computes TM weight rows × TN tokens. Per step of TK
+// The prompt products, tiled: a workgroup computes TM weight rows × TN tokens. Per step of TK
 // values it decodes the TM rows' part into workgroup memory once (each weight byte is read
 // once per TN tokens, not once per token) and stages the TN tokens' activations beside it;
 // each thread then accumulates 4 rows × 4 tokens from vec4 reads of both tiles.
+// `matmul` tiles one matrix over consecutive tokens; `matmul_grouped` (a prompt's MoE) tiles
+// each expert over the (token, slot) pairs routed to it, listed by `moe_group`.
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 32u;
@@ -46,32 +48,27 @@ const TK: u32 = 32u;
 // [k][row] and [k][token], so that a thread's 4 rows (4 tokens) are one vec4.
 var<workgroup> wtile: array<vec4<f32>, TK * TM / 4u>;
 var<workgroup> xtile: array<vec4<f32>, TK * TN / 4u>;
+// Per tile token: the activation row it reads and the output row it writes.
+var<workgroup> xrow: array<u32, TN>;
+var<workgroup> yrow: array<u32, TN>;
+var<workgroup> span: vec2<u32>;
 
-@compute @workgroup_size(256)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let lin = wid.x + wid.y * nwg.x;
-    let row_tiles = (p.rows + TM - 1u) / TM;
-    let row0 = (lin % row_tiles) * TM;
-    let tok0 = (lin / row_tiles) * TN;
-    if tok0 >= p.t {
-        return;
-    }
-    // This thread's rows row0 + 4 tr.. and tokens tok0 + 4 tc..
+// acc[j][i]: this thread's row 4 tr + i, token 4 tc + j of the tile, summed over all values.
+// The weight rows are wrow0.. of the part (wrows of them exist); ntok tile tokens exist.
+fn tile_product(li: u32, wrow0: u32, wrows: u32, ntok: u32) -> array<vec4<f32>, 4> {
     let tr = li % (TM / 4u);
     let tc = li / (TM / 4u);
     var acc: array<vec4<f32>, 4>;
     let parts_per_step = TK / PV;
     let rbytes = row_bytes();
     for (var k0 = 0u; k0 < p.cols; k0 += TK) {
-        // The weight tile: TM rows × TK values, PV values per decoded part.
         for (var q = li; q < TM * parts_per_step; q += 256u) {
             let r = q % TM;
             let pp = q / TM;
             let kv = k0 + pp * PV;
-            let row = row0 + r;
             var v: array<vec4<f32>, PV4>;
-            if row < p.rows && kv < p.cols {
-                v = part_values(row * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
+            if r < wrows && kv < p.cols {
+                v = part_values((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
             }
             for (var i = 0u; i < PV4; i++) {
                 for (var c = 0u; c < 4u; c++) {
@@ -80,13 +77,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
                 }
             }
         }
-        // The activation tile: TN tokens × TK values.
         for (var q = li; q < TN * (TK / 4u); q += 256u) {
             let tok = q % TN;
             let c4 = q / TN;
             var v = vec4<f32>(0.0);
-            if tok0 + tok < p.t && k0 + 4u * c4 < p.cols {
-                v = x[(p.x_off + (tok0 + tok) * p.x_stride + k0) / 4u + c4];
+            if tok < ntok && k0 + 4u * c4 < p.cols {
+                v = x[(p.x_off + xrow[tok] * p.x_stride + k0) / 4u + c4];
             }
             for (var c = 0u; c < 4u; c++) {
                 let kk = 4u * c4 + c;
@@ -104,14 +100,73 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         workgroupBarrier();
     }
+    return acc;
+}
+
+// Writes the tile: row i of the tile to output column col0 + i of row yrow[token].
+fn store_tile(li: u32, acc: array<vec4<f32>, 4>, col0: u32, wrows: u32, ntok: u32) {
+    let tr = li % (TM / 4u);
+    let tc = li / (TM / 4u);
     for (var j = 0u; j < 4u; j++) {
-        let tok = tok0 + 4u * tc + j;
+        let tok = 4u * tc + j;
         for (var i = 0u; i < 4u; i++) {
-            let row = row0 + 4u * tr + i;
-            if tok < p.t && row < p.rows {
-                y[p.y_off + tok * p.y_stride + p.row0 + row] = acc[j][i];
+            let r = 4u * tr + i;
+            if tok < ntok && r < wrows {
+                y[p.y_off + yrow[tok] * p.y_stride + col0 + r] = acc[j][i];
             }
         }
+    }
+}
+
+@compute @workgroup_size(256)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let row_tiles = (p.rows + TM - 1u) / TM;
+    let row0 = (lin % row_tiles) * TM;
+    let tok0 = (lin / row_tiles) * TN;
+    if tok0 >= p.t {
+        return;
+    }
+    if li < TN {
+        xrow[li] = tok0 + li;
+        yrow[li] = tok0 + li;
+    }
+    workgroupBarrier();
+    let wrows = min(TM, p.rows - row0);
+    let ntok = min(TN, p.t - tok0);
+    let acc = tile_product(li, row0, wrows, ntok);
+    store_tile(li, acc, p.row0 + row0, wrows, ntok);
+}
+
+// ids: the pair indices grouped by expert (p.t of them), then each expert's start in that list
+// (p.heads + 1 values). Pair q reads activation row q / x_div and writes output row q.
+@compute @workgroup_size(256)
+fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let row_tiles = (p.per + TM - 1u) / TM;
+    let e = lin / row_tiles;
+    let r0 = (lin % row_tiles) * TM;
+    let grow = e * p.per;
+    // The expert's matrix lies in this dispatch's weight part (the host keeps them whole).
+    if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
+        return;
+    }
+    if li == 0u {
+        span = vec2<u32>(ids[p.t + e], ids[p.t + e + 1u]);
+    }
+    let se = workgroupUniformLoad(&span);
+    let wrows = min(TM, p.per - r0);
+    for (var c0 = se.x; c0 < se.y; c0 += TN) {
+        let ntok = min(TN, se.y - c0);
+        if li < ntok {
+            let pair = ids[c0 + li];
+            xrow[li] = pair / p.x_div;
+            yrow[li] = pair;
+        }
+        workgroupBarrier();
+        let acc = tile_product(li, grow - p.row0 + r0, wrows, ntok);
+        store_tile(li, acc, r0, wrows, ntok);
+        workgroupBarrier();
     }
 }
 

@@ -19,6 +19,7 @@ struct Params {
 @group(0) @binding(4) var<uniform> p: Params;
 @group(0) @binding(5) var<storage, read> ys: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> groups: array<u32>;
 
 // Experts one routing workgroup holds in workgroup memory.
 const MAX_EXPERTS: u32 = 1024u;
@@ -103,4 +104,39 @@ fn moe_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         acc += wts[pb + slot] * ys[(pb + slot) * p.hidden + c];
     }
     out[i] = acc;
+}
+
+var<workgroup> counts: array<atomic<u32>, MAX_EXPERTS>;
+var<workgroup> starts: array<u32, MAX_EXPERTS>;
+
+// The t · n_used (token, slot) pairs grouped by expert, for the prompt's expert products:
+// groups = [pair indices, expert by expert | each expert's start, then the total]. One
+// workgroup; the order inside an expert's list is arbitrary (each pair's products are
+// computed independently).
+@compute @workgroup_size(256)
+fn moe_group(@builtin(local_invocation_index) li: u32) {
+    let pairs = p.t * p.n_used;
+    for (var e = li; e < p.n_expert; e += 256u) {
+        atomicStore(&counts[e], 0u);
+    }
+    workgroupBarrier();
+    for (var q = li; q < pairs; q += 256u) {
+        atomicAdd(&counts[ids[q]], 1u);
+    }
+    workgroupBarrier();
+    if li == 0u {
+        var run = 0u;
+        for (var e = 0u; e < p.n_expert; e++) {
+            starts[e] = run;
+            groups[pairs + e] = run;
+            run += atomicLoad(&counts[e]);
+            atomicStore(&counts[e], 0u);
+        }
+        groups[pairs + p.n_expert] = run;
+    }
+    workgroupBarrier();
+    for (var q = li; q < pairs; q += 256u) {
+        let e = ids[q];
+        groups[starts[e] + atomicAdd(&counts[e], 1u)] = q;
+    }
 }

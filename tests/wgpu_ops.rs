@@ -723,6 +723,16 @@ fn moe_routing_and_experts_on_the_gpu() {
             );
         }
     }
+    // Both of 2 experts chosen for each of 70 tokens: 70 pairs per expert, two tiles of the
+    // prompt's grouped expert products.
+    let case = MoeCase::new(GgmlType::Q8_0, 64, 32, 2, 2, false, &mut r);
+    let x = r.vec(70 * 64, 1.0);
+    assert_close(
+        "moe 70 pairs per expert",
+        &case.run(&g, &x, 70),
+        &case.run(&c, &x, 70),
+        F32_NMSE,
+    );
 }
 
 /// Recorded work stays in order: a write after a read of the same buffer does not overtake it.

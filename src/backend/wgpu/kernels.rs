@@ -83,6 +83,7 @@ pub fn row_quantum(ty: GgmlType) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
+    MatmulGrouped,
     Matvec,
     MatmulSel,
     Embed,
@@ -99,6 +100,7 @@ pub enum Kernel {
     MlaCombine,
     MoeRoute,
     MoeCombine,
+    MoeGroup,
     CopyVec4,
 }
 
@@ -135,6 +137,7 @@ impl Kernel {
         match self {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
+            Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
             Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
             Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
@@ -150,6 +153,7 @@ impl Kernel {
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[2, 3, 5, 6], 4),
+            Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }

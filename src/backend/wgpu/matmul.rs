@@ -167,6 +167,50 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// The products of a prompt's MoE: [`SelProduct`] with `Select::Ids`, computed expert by
+    /// expert over the pairs routed to it (`groups` as `moe_group` writes it), so that each
+    /// expert's rows are read once per 64 pairs instead of once per pair. `None` when a
+    /// weight part splits an expert's matrix (the caller then uses [`Self::matmul_sel`]).
+    pub(super) fn matmul_grouped(
+        &self,
+        w: &WgpuWeight<'_>,
+        s: &SelProduct<'_>,
+        groups: &wgpu::Buffer,
+        n_expert: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<Option<()>> {
+        let whole = |p: &super::Part| p.row0 % s.per == 0 && p.rows % s.per == 0;
+        if s.per == 0 || !w.parts.iter().all(whole) {
+            return Ok(None);
+        }
+        self.check_cols(w, s.x_stride)?;
+        for part in &w.parts {
+            let params = [
+                part.rows as u32,
+                w.ne[0] as u32,
+                s.pairs as u32,
+                part.row0 as u32,
+                s.x_stride as u32,
+                0,
+                s.y_stride as u32,
+                0,
+                s.per as u32,
+                s.x_div as u32,
+                0,
+                n_expert as u32,
+            ];
+            self.run_shaped(
+                KernelKey::typed(Kernel::MatmulGrouped, w.ty),
+                Some(w.ne),
+                &[&part.buf, x, y, groups],
+                &params,
+                n_expert * s.per.div_ceil(TILE_ROWS),
+            )?;
+        }
+        Ok(Some(()))
+    }
+
     /// `gate ← silu(gate) ⊙ up` over n values.
     pub(super) fn swiglu_bufs(
         &self,

@@ -1,7 +1,8 @@
 //! Dispatch math of the MoE: router product, routing on the GPU (`moe_route` writes the chosen
 //! expert ids and weights to a buffer), the chosen experts' gate/up/down products as one
-//! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read), the
-//! shared expert, and the weighted sum.
+//! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read; a
+//! prompt's pairs are first grouped by expert so that each expert's rows are read once per
+//! tile of pairs), the shared expert, and the weighted sum.
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -64,6 +65,30 @@ impl WgpuBackend {
         )?;
 
         let pairs = t * k;
+        // A prompt's pairs, grouped by expert for the tiled products.
+        let groups = if t > 1 {
+            let g = self.scratch(pairs + n_expert + 1)?;
+            self.run(
+                KernelKey::plain(Kernel::MoeGroup),
+                &[&ids.buf, &g.buf],
+                &params,
+                1,
+            )?;
+            Some(g)
+        } else {
+            None
+        };
+        let product =
+            |m: &WgpuWeight<'_>, s: SelProduct<'_>, x: &wgpu::Buffer, y: &wgpu::Buffer| {
+                if let Some(g) = &groups
+                    && self
+                        .matmul_grouped(m, &s, &g.buf, n_expert, x, y)?
+                        .is_some()
+                {
+                    return Ok(());
+                }
+                self.matmul_sel(m, s, x, y)
+            };
         let (gate, up) = (self.scratch(pairs * ff)?, self.scratch(pairs * ff)?);
         let gate_up = |per: usize| SelProduct {
             select: Select::Ids(&ids.buf),
@@ -73,11 +98,11 @@ impl WgpuBackend {
             x_stride: hidden,
             y_stride: per,
         };
-        self.matmul_sel(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
-        self.matmul_sel(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
+        product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
         self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
         let ys = self.scratch(pairs * hidden)?;
-        self.matmul_sel(
+        product(
             &w.experts.down,
             SelProduct {
                 select: Select::Ids(&ids.buf),
