@@ -180,7 +180,7 @@ impl WgpuBackend {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<Option<()>> {
-        let whole = |p: &super::Part| p.row0 % s.per == 0 && p.rows % s.per == 0;
+        let whole = |p: &super::Part| p.row0.is_multiple_of(s.per) && p.rows.is_multiple_of(s.per);
         if s.per == 0 || !w.parts.iter().all(whole) {
             return Ok(None);
         }
