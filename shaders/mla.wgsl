@@ -21,12 +21,17 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> cache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
+// The cache again, as vec4s, for mla_attend (which only reads it).
+@group(0) @binding(5) var<storage, read> cache4: array<vec4<f32>>;
 
 const WG: u32 = 128u;
 const CH: u32 = 128u;
 
 var<workgroup> red: array<f32, WG>;
 var<workgroup> sp: array<f32, CH>;
+// The pair's query against the cached width: q_abs then the rope part (MAX_CW4 vec4s).
+const MAX_CW4: u32 = 256u;
+var<workgroup> sq: array<vec4<f32>, MAX_CW4>;
 
 fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
@@ -74,7 +79,9 @@ fn mla_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// q = the queries [t, heads, nope + rope] (for the rope part), src = q_abs [t * heads, lora].
+// q = the queries [t, heads, nope + rope] (for the rope part), src = q_abs [t * heads, lora];
+// the cache is read through cache4. One thread per cached position of the split scores it
+// against the pair's query staged in workgroup memory.
 // part[(pair * nsplit + split) * (lora + 2)..] = (max, Σ exp, Σ exp · c).
 @compute @workgroup_size(128)
 fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
@@ -92,20 +99,26 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let qw = p.nope + p.rope;
     let ob = (pair * p.nsplit + split) * (p.lora + 2u);
 
+    // Widths are multiples of 4 (the host checks).
+    let cw4 = cw / 4u;
+    let l4 = p.lora / 4u;
+    for (var c = j; c < cw4; c += WG) {
+        if c < l4 {
+            sq[c] = vec4<f32>(src[pair * p.lora + 4u * c], src[pair * p.lora + 4u * c + 1u], src[pair * p.lora + 4u * c + 2u], src[pair * p.lora + 4u * c + 3u]);
+        } else {
+            let qp = pair * qw + p.nope + 4u * (c - l4);
+            sq[c] = vec4<f32>(q[qp], q[qp + 1u], q[qp + 2u], q[qp + 3u]);
+        }
+    }
+    workgroupBarrier();
     var score = -3.4028235e38;
     if j < n {
-        let cb = (start + j) * cw;
-        let qa = pair * p.lora;
+        let cb = (start + j) * cw4;
         var acc = 0.0;
-        for (var c = 0u; c < p.lora; c++) {
-            acc += src[qa + c] * cache[cb + c];
+        for (var c = 0u; c < cw4; c++) {
+            acc += dot(sq[c], cache4[cb + c]);
         }
-        let qp = pair * qw + p.nope;
-        var acc_pe = 0.0;
-        for (var c = 0u; c < p.rope; c++) {
-            acc_pe += q[qp + c] * cache[cb + p.lora + c];
-        }
-        score = (acc + acc_pe) * p.scale;
+        score = acc * p.scale;
     }
     let m = reduce(score, j, true);
     var e = 0.0;
@@ -114,12 +127,16 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     sp[j] = e;
     let l = reduce(e, j, false);
-    for (var c = j; c < p.lora; c += WG) {
-        var acc = 0.0;
+    for (var c = j; c < l4; c += WG) {
+        var acc = vec4<f32>(0.0);
         for (var tau = 0u; tau < n; tau++) {
-            acc += sp[tau] * cache[(start + tau) * cw + c];
+            acc += sp[tau] * cache4[(start + tau) * cw4 + c];
         }
-        part[ob + 2u + c] = acc;
+        let b = ob + 2u + 4u * c;
+        part[b] = acc.x;
+        part[b + 1u] = acc.y;
+        part[b + 2u] = acc.z;
+        part[b + 3u] = acc.w;
     }
     if j == 0u {
         part[ob] = m;

@@ -149,7 +149,7 @@ impl Kernel {
             Kernel::KdaGate => d(KDA_GATE, "kda_gate", false, &[0, 1, 2, 3], 4),
             Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6], 7),
             Kernel::MlaAppend => d(MLA, "mla_append", false, &[0, 1, 2], 4),
-            Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 2, 3], 4),
+            Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 5, 3], 4),
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[2, 3, 5, 6], 4),

@@ -11,6 +11,8 @@ use super::{
 
 /// Cached positions per attention workgroup (CH in the shader).
 const CH: usize = 128;
+/// Widest cached row the attention kernel stages (4 · MAX_CW4 in the shader).
+const MAX_CACHE_WIDTH: usize = 1024;
 /// Largest buffer of attention partials one dispatch writes.
 const MAX_PARTIALS_BYTES: usize = 256 << 20;
 
@@ -63,6 +65,12 @@ impl WgpuBackend {
         }
         if w.v_b.ne[..3] != [l, dims.v_dim, h] {
             return Err(w.v_b.shape_error(format!("ne [{l}, {}, {h}]", dims.v_dim)));
+        }
+        if !l.is_multiple_of(4) || !dims.rope.is_multiple_of(4) || cw > MAX_CACHE_WIDTH {
+            return Err(BackendError::Gpu(format!(
+                "MLA latent {l} + rope {}: the attention kernel needs multiples of 4, at most {MAX_CACHE_WIDTH} in all",
+                dims.rope
+            )));
         }
         if t == 0 {
             return Ok(());
