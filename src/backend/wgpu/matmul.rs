@@ -3,7 +3,7 @@
 //! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup.
 
 use super::kernels::{self, Kernel, KernelKey};
-use super::{BackendError, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
+use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
 
 /// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader).
@@ -61,6 +61,50 @@ pub struct SelProduct<'a> {
     pub y_stride: usize,
 }
 
+/// The `Params` of `shaders/matmul.wgsl`, but for the weight part's rows.
+struct Params {
+    cols: usize,
+    t: usize,
+    x_stride: usize,
+    y_stride: usize,
+    per: usize,
+    x_div: usize,
+    mode: u32,
+    heads: u32,
+}
+
+impl Params {
+    fn sel(w: &WgpuWeight<'_>, s: &SelProduct<'_>, mode: u32, heads: u32) -> Params {
+        Params {
+            cols: w.ne[0],
+            t: s.pairs,
+            x_stride: s.x_stride,
+            y_stride: s.y_stride,
+            per: s.per,
+            x_div: s.x_div,
+            mode,
+            heads,
+        }
+    }
+
+    fn for_part(&self, part: &Part) -> [u32; 12] {
+        [
+            part.rows as u32,
+            self.cols as u32,
+            self.t as u32,
+            part.row0 as u32,
+            self.x_stride as u32,
+            0,
+            self.y_stride as u32,
+            0,
+            self.per as u32,
+            self.x_div as u32,
+            self.mode,
+            self.heads,
+        ]
+    }
+}
+
 impl WgpuBackend {
     fn check_cols(&self, w: &WgpuWeight<'_>, x_stride: usize) -> Result<()> {
         let q = kernels::row_quantum(w.ty);
@@ -86,20 +130,17 @@ impl WgpuBackend {
         check_len(out.len, t * rows)?;
         self.check_cols(w, cols)?;
         for part in &w.parts {
-            let params = [
-                part.rows as u32,
-                cols as u32,
-                t as u32,
-                part.row0 as u32,
-                cols as u32,
-                0,
-                rows as u32,
-                0,
-                0,
-                1,
-                0,
-                1,
-            ];
+            let params = Params {
+                cols,
+                t,
+                x_stride: cols,
+                y_stride: rows,
+                per: 0,
+                x_div: 1,
+                mode: 0,
+                heads: 1,
+            }
+            .for_part(part);
             let (key, groups) = if t == 1 {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
                 (key, part.rows.div_ceil(rpw))
@@ -138,24 +179,11 @@ impl WgpuBackend {
         self.check_cols(w, s.x_stride)?;
         let (mode, heads, ids) = match s.select {
             Select::Ids(b) => (0, 1, b),
-            Select::Heads(h) => (1, h, &self.dummy),
+            Select::Heads(h) => (1, h as u32, &self.dummy),
         };
         let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs);
         for part in &w.parts {
-            let params = [
-                part.rows as u32,
-                w.ne[0] as u32,
-                s.pairs as u32,
-                part.row0 as u32,
-                s.x_stride as u32,
-                0,
-                s.y_stride as u32,
-                0,
-                s.per as u32,
-                s.x_div as u32,
-                mode,
-                heads as u32,
-            ];
+            let params = Params::sel(w, &s, mode, heads).for_part(part);
             self.run_shaped(
                 key,
                 Some(w.ne),
@@ -180,26 +208,13 @@ impl WgpuBackend {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<Option<()>> {
-        let whole = |p: &super::Part| p.row0.is_multiple_of(s.per) && p.rows.is_multiple_of(s.per);
+        let whole = |p: &Part| p.row0.is_multiple_of(s.per) && p.rows.is_multiple_of(s.per);
         if s.per == 0 || !w.parts.iter().all(whole) {
             return Ok(None);
         }
         self.check_cols(w, s.x_stride)?;
         for part in &w.parts {
-            let params = [
-                part.rows as u32,
-                w.ne[0] as u32,
-                s.pairs as u32,
-                part.row0 as u32,
-                s.x_stride as u32,
-                0,
-                s.y_stride as u32,
-                0,
-                s.per as u32,
-                s.x_div as u32,
-                0,
-                n_expert as u32,
-            ];
+            let params = Params::sel(w, s, 0, n_expert as u32).for_part(part);
             self.run_shaped(
                 KernelKey::typed(Kernel::MatmulGrouped, w.ty),
                 Some(w.ne),
