@@ -1,0 +1,25 @@
+#!/bin/bash
+# The issue-7 measurements on a GPU machine without network (the `device` tool): synthesise the
+# 48B-shape reference file (every matrix with rows a multiple of 256 in Q4_K, ssm_f_b/ssm_g_b/
+# attn_k_b in Q8_0, the rest F32), bench it through wgpu/Vulkan at depth 0 and 8192 while
+# sampling VRAM, then profile decode and prefill kernels.
+#
+# Expects, in the repository root on that machine: carry/kiln and carry/kiln-convert (release
+# builds from here) and .gl/*.deb (libvulkan1 and the glvnd libraries, `apt-get download`ed
+# here), since the machine has the NVIDIA driver's Vulkan ICD but no loader. Writes to $OUT.
+set -e
+OUT=${OUT:-/tmp/kiln-bench}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+M=/tmp/k48.gguf
+[ -f $M ] || ./carry/kiln-convert synth --model kimi-linear-48b-a3b --models models.toml --type q4_k --pure \
+     --tensor-type 'ssm_f_b|ssm_g_b|attn_k_b=q8_0' --quiet -o $M
+nvidia-smi --query-gpu=memory.used --format=csv,noheader -lms 250 > "$OUT/vram.log" &
+SMI=$!
+./carry/kiln bench -m $M --backend wgpu -p 512 -n 128 -d 0,8192 | tee "$OUT/bench.txt"
+kill $SMI
+echo "peak VRAM used (nvidia-smi, whole GPU): $(sort -n "$OUT/vram.log" | tail -1)" | tee -a "$OUT/bench.txt"
+./carry/kiln bench -m $M --backend wgpu -p 0 -n 32 --profile > "$OUT/profile_tg.txt"
+./carry/kiln bench -m $M --backend wgpu -p 512 -n 0 --profile > "$OUT/profile_pp.txt"
