@@ -1,14 +1,14 @@
 // y = x · Wᵀ for a weight in any GGUF block format (the type file prepended to this one defines
-// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot_rows). The weight is read
-// straight from its raw blocks.
+// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot_rows). The weight is
+// read straight from its raw blocks.
 //
-// `matvec` (one token) and `matmul_sel` (one token per (token, expert) pair) are the decode
-// kernels: a workgroup serves RPW weight rows, TPR threads per row striding over the row's
-// parts (part_dot_rows fuses decoding with the multiply), so each weight byte is read once and the
-// TPR partial sums of a row are reduced in workgroup memory. `matmul_sel` picks the pair's
-// matrix inside a stacked tensor on the GPU, so that the MoE and the per-head MLA products run
-// without a host round trip. `matmul` (a prompt's tokens) is a tiled product that decodes
-// each weight part once per 64 tokens.
+// Decode: `matvec` (one token) and `matmul_sel` (one token per (token, expert) pair). A
+// workgroup serves RPW weight rows: TPR threads per group of RT rows stride over the rows'
+// parts (part_dot_rows fuses decoding with the multiply and loads the activations once for
+// the RT rows), so each weight byte is read once; the TPR partial sums are reduced in
+// workgroup memory. `matmul_sel` picks the pair's matrix inside a stacked tensor on the GPU,
+// so that the MoE and the per-head MLA products run without a host round trip.
+// Prompts: `matmul` and `matmul_grouped`, tiled products (below).
 
 struct Params {
     rows: u32,
