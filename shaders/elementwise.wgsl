@@ -12,6 +12,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read_write> acc: array<f32>;
 
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, WG>;
@@ -54,6 +55,27 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let inv = 1.0 / sqrt(sum_all(ss, li) / f32(p.n) + p.eps);
     for (var i = li; i < p.n; i += WG) {
         dst[b + i] = src1[i] * (src0[b + i] * inv);
+    }
+}
+
+// acc ← acc + src0, then dst = src1 ⊙ acc / sqrt(mean(acc²) + eps), one workgroup per row of
+// n: the residual add and the next norm in one pass.
+@compute @workgroup_size(256)
+fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = lin_id(wid, nwg);
+    if row >= p.t {
+        return;
+    }
+    let b = row * p.n;
+    var ss = 0.0;
+    for (var i = li; i < p.n; i += WG) {
+        let v = acc[b + i] + src0[b + i];
+        acc[b + i] = v;
+        ss += v * v;
+    }
+    let inv = 1.0 / sqrt(sum_all(ss, li) / f32(p.n) + p.eps);
+    for (var i = li; i < p.n; i += WG) {
+        dst[b + i] = src1[i] * (acc[b + i] * inv);
     }
 }
 

@@ -214,6 +214,22 @@ fn embed_every_type() {
     assert!(g.embed(&wb, &[4], &mut out).is_err(), "id 4 of 4 rows");
 }
 
+/// (acc + res, rms_norm(acc + res)) through [`Backend::add_rms_norm`].
+fn add_rms_norm_case<B: Backend>(
+    b: &B,
+    w: &Tensor,
+    acc: &[f32],
+    res: &[f32],
+    t: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let wb = b.upload(w.view()).unwrap();
+    let (mut a, mut o) = (buf(b, acc), b.alloc(t * n).unwrap());
+    b.add_rms_norm(&mut a, &buf(b, res), &wb, 1e-5, t, n, &mut o)
+        .unwrap();
+    (b.read(&a, t * n).unwrap(), b.read(&o, t * n).unwrap())
+}
+
 #[test]
 fn rms_norm_swiglu_add_argmax() {
     let (g, c) = (gpu(), cpu());
@@ -241,6 +257,13 @@ fn rms_norm_swiglu_add_argmax() {
         });
         assert_close(&format!("rms_norm {}", w.ty), &got, &want, F32_NMSE);
     }
+
+    // The fused residual add + norm: both the sum and the normalised rows.
+    let res = r.vec(t * n, 1.0);
+    let (gs, gn) = add_rms_norm_case(&g, &w, &x, &res, t, n);
+    let (cs, cn) = add_rms_norm_case(&c, &w, &x, &res, t, n);
+    assert_eq!(gs, cs, "add_rms_norm: the sums");
+    assert_close("add_rms_norm", &gn, &cn, F32_NMSE);
 
     let up = r.vec(t * n, 4.0);
     let (gg, cg) = (

@@ -212,6 +212,22 @@ pub trait Backend: Sync {
         t: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+    /// The residual add and the next norm: `acc ← acc + x` over `t` rows of `width`, then
+    /// `out = rms_norm(acc)`. Backends fuse it where that saves a pass over the rows.
+    #[allow(clippy::too_many_arguments)]
+    fn add_rms_norm(
+        &self,
+        acc: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Weight<'_>,
+        eps: f32,
+        t: usize,
+        width: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.add(acc, x, t * width)?;
+        self.rms_norm(acc, w, eps, t, out)
+    }
     /// `gate ← silu(gate) ⊙ up` over `t` rows of width `n`.
     fn swiglu(&self, gate: &mut Self::Buf, up: &Self::Buf, t: usize, n: usize) -> Result<()>;
     /// `acc ← acc + x` over the first `len` values.

@@ -91,7 +91,20 @@ impl<B: Backend> Model<'_, B> {
         let mut normed = b.scratch(t * d)?;
         let mut branch = b.scratch(t * d)?;
         for (i, (layer, state)) in w.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
-            b.rms_norm(&h, &layer.attn_norm, cfg.rms_eps, t, &mut normed)?;
+            // The previous layer's feed-forward residual is added with this layer's norm.
+            if i == 0 {
+                b.rms_norm(&h, &layer.attn_norm, cfg.rms_eps, t, &mut normed)?;
+            } else {
+                b.add_rms_norm(
+                    &mut h,
+                    &branch,
+                    &layer.attn_norm,
+                    cfg.rms_eps,
+                    t,
+                    d,
+                    &mut normed,
+                )?;
+            }
             match (&layer.mixer, state) {
                 (Mixer::Kda(lw), LayerState::Kda { conv, state }) => {
                     kda::forward(b, cfg, lw, conv, state, &normed, t, &mut branch)?
@@ -101,9 +114,18 @@ impl<B: Backend> Model<'_, B> {
                 }
                 _ => return Err(ModelError::CacheMismatch(i)),
             }
-            b.add(&mut h, &branch, t * d)?;
-            b.rms_norm(&h, &layer.ffn_norm, cfg.rms_eps, t, &mut normed)?;
+            b.add_rms_norm(
+                &mut h,
+                &branch,
+                &layer.ffn_norm,
+                cfg.rms_eps,
+                t,
+                d,
+                &mut normed,
+            )?;
             ffn::forward(b, &layer.ffn, cfg.dense_ff, &normed, t, &mut branch)?;
+        }
+        if !w.layers.is_empty() {
             b.add(&mut h, &branch, t * d)?;
         }
         cache.pos += t;

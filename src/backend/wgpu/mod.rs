@@ -579,6 +579,32 @@ impl Backend for WgpuBackend {
         )
     }
 
+    fn add_rms_norm(
+        &self,
+        acc: &mut WgpuBuf,
+        x: &WgpuBuf,
+        w: &WgpuWeight<'_>,
+        eps: f32,
+        t: usize,
+        width: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let n = w.n_elements();
+        if n != width {
+            return Err(w.shape_error(format!("[{width}]")));
+        }
+        for len in [acc.len, x.len, out.len] {
+            check_len(len, t * n)?;
+        }
+        let wv = self.values(w)?;
+        self.run(
+            KernelKey::plain(Kernel::AddRmsNorm),
+            &[&x.buf, &wv, &out.buf, &acc.buf],
+            &[n as u32, t as u32, f(eps), 0],
+            t,
+        )
+    }
+
     fn swiglu(&self, gate: &mut WgpuBuf, up: &WgpuBuf, t: usize, n: usize) -> Result<()> {
         check_len(gate.len, t * n)?;
         check_len(up.len, t * n)?;
