@@ -15,7 +15,7 @@ const MV_WG: usize = 256;
 /// to fill a large GPU twice over.
 const BUSY_WORKGROUPS: usize = 512;
 
-/// Threads per weight row of the decode products (TPR in the shader): about two `part_dot`
+/// Threads per weight row of the decode products (TPR in the shader): about two `part_dot_rows`
 /// calls each, so that short rows (the experts' down products) do not leave threads idle and
 /// long ones (float routers) spread over more threads.
 fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
