@@ -12,14 +12,7 @@ use std::path::Path;
 fn expect_failure(hf: &Path, out_dir: &Path, must_mention: &[&str]) -> String {
     fs::create_dir_all(out_dir).unwrap();
     let out = out_dir.join("model.gguf");
-    let o = kiln_convert(&[
-        hf.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-        OsStr::new("--type"),
-        OsStr::new("q8_0"),
-        OsStr::new("--quiet"),
-    ]);
+    let o = convert_checkpoint(hf, &out, &["--type", "q8_0"]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(
         o.status.code(),

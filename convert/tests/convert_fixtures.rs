@@ -14,14 +14,7 @@ fn convert_all(fixture_name: &str, dir: &std::path::Path) -> Vec<(String, std::p
         .iter()
         .map(|ty| {
             let out = dir.join(format!("{fixture_name}-{ty}.gguf"));
-            let o = kiln_convert(&[
-                hf.as_os_str(),
-                OsStr::new("-o"),
-                out.as_os_str(),
-                OsStr::new("--type"),
-                OsStr::new(ty),
-                OsStr::new("--quiet"),
-            ]);
+            let o = convert_checkpoint(&hf, &out, &["--type", ty]);
             assert!(
                 o.status.success(),
                 "{fixture_name} {ty}: {}",
@@ -133,16 +126,16 @@ fn tensor_type_override_applies() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.gguf");
     let hf = fixture("tiny-b");
-    let o = kiln_convert(&[
-        hf.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-        OsStr::new("--type"),
-        OsStr::new("q4_k_m"),
-        OsStr::new("--tensor-type"),
-        OsStr::new(r"ffn_(gate|up)_exps=q8_0"),
-        OsStr::new("--quiet"),
-    ]);
+    let o = convert_checkpoint(
+        &hf,
+        &out,
+        &[
+            "--type",
+            "q4_k_m",
+            "--tensor-type",
+            r"ffn_(gate|up)_exps=q8_0",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let g = Gguf::open(&out).unwrap();
     for t in g.tensors() {

@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn convert(hf: &Path, out: &Path, ty: &str) {
-    let o = kiln_convert(&[
-        hf.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-        OsStr::new("--type"),
-        OsStr::new(ty),
-        OsStr::new("--quiet"),
-    ]);
+    let o = convert_checkpoint(hf, out, &["--type", ty]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

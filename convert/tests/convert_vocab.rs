@@ -8,18 +8,6 @@ use common::*;
 use kiln::gguf::Gguf;
 use kiln::tokenizer::Tokenizer;
 use std::ffi::OsStr;
-use std::path::Path;
-
-fn convert(hf: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        hf.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-        OsStr::new("--quiet"),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    kiln_convert(&args)
-}
 
 #[test]
 fn checkpoint_with_tokenizer_gets_its_vocabulary() {
@@ -27,7 +15,7 @@ fn checkpoint_with_tokenizer_gets_its_vocabulary() {
     let hf = copy_fixture("tiny-b", t.path());
     let n = add_tokenizer(&hf);
     let out = t.path().join("m.gguf");
-    let o = convert(&hf, &out, &["--type", "q8_0"]);
+    let o = convert_checkpoint(&hf, &out, &["--type", "q8_0"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("warning"), "{err}");
@@ -100,7 +88,7 @@ print(json.dumps({
 fn checkpoint_without_tokenizer_warns_and_writes_no_vocabulary() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("m.gguf");
-    let o = convert(&fixture("tiny-a"), &out, &["--type", "f16"]);
+    let o = convert_checkpoint(&fixture("tiny-a"), &out, &["--type", "f16"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -125,7 +113,7 @@ fn vocab_only_writes_vocabulary_and_metadata_without_tensors() {
     }
     let n = add_tokenizer(&hf);
     let out = t.path().join("v.gguf");
-    let o = convert(&hf, &out, &["--vocab-only"]);
+    let o = convert_checkpoint(&hf, &out, &["--vocab-only"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let g = Gguf::open(&out).unwrap();
     assert!(g.tensors().is_empty());
@@ -142,7 +130,7 @@ fn vocab_only_writes_vocabulary_and_metadata_without_tensors() {
 fn vocab_only_without_tokenizer_fails_cleanly() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("v.gguf");
-    let o = convert(&fixture("tiny-a"), &out, &["--vocab-only"]);
+    let o = convert_checkpoint(&fixture("tiny-a"), &out, &["--vocab-only"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -29,6 +29,18 @@ pub fn kiln_convert(args: &[&std::ffi::OsStr]) -> Output {
         .expect("kiln-convert runs")
 }
 
+/// `kiln-convert HF -o OUT --quiet EXTRA...`: a checkpoint conversion.
+pub fn convert_checkpoint(hf: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        hf.as_os_str(),
+        std::ffi::OsStr::new("-o"),
+        out.as_os_str(),
+        std::ffi::OsStr::new("--quiet"),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    kiln_convert(&args)
+}
+
 /// A Python with PyPI `gguf` and numpy: $KILN_PYTHON, else python3.
 /// CI installs both packages (`pip install gguf numpy`), so a missing one is a failure.
 pub fn python() -> PathBuf {
