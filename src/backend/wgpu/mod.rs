@@ -34,7 +34,7 @@ pub use profile::{KernelTime, format_report};
 use recorder::Recorder;
 
 /// Bytes of new buffers after which the pending work is submitted (see `new_buffer_of`).
-const FLUSH_AFTER_BYTES: u64 = 4 << 30;
+const FLUSH_AFTER_BYTES: u64 = 1 << 30;
 
 /// Bytes of weight uploads staged between waits, so that loading a large file does not hold
 /// all of it in staging memory at once.
@@ -357,8 +357,9 @@ impl Backend for WgpuBackend {
     }
 
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
-        // Large enough that the copies, not the submission, are timed.
-        let len = (self.binding_cap / 4).min(256 << 20) as usize & !3;
+        // Large enough (2 x 256 MiB) that the copies, not the submission, are timed; small
+        // enough to fit beside a model that nearly fills the card.
+        let len = (self.binding_cap / 4).min(64 << 20) as usize & !3;
         let (src, dst) = (self.alloc(len)?, self.alloc(len)?);
         let copy = || {
             self.run(
