@@ -28,6 +28,10 @@ pub struct AdapterSummary {
     pub subgroups: bool,
     pub timestamp_query: bool,
     pub shader_int64: bool,
+    /// f16 16×16×16 cooperative matrices with f32 accumulators (tensor cores) that the prompt
+    /// products can use: offered by the driver, with subgroups of exactly 32 and 48 KiB of
+    /// workgroup memory (`shaders/matmul_coop.wgsl` is laid out for that).
+    pub coop_matrix: bool,
 }
 
 impl std::fmt::Display for AdapterSummary {
@@ -49,13 +53,14 @@ impl std::fmt::Display for AdapterSummary {
         let yes = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "    f16 {}, subgroups {} (size {}..{}), timestamp queries {}, int64 {}",
+            "    f16 {}, subgroups {} (size {}..{}), timestamp queries {}, int64 {}, f16 cooperative matrices {}",
             yes(self.shader_f16),
             yes(self.subgroups),
             self.min_subgroup_size,
             self.max_subgroup_size,
             yes(self.timestamp_query),
-            yes(self.shader_int64)
+            yes(self.shader_int64),
+            yes(self.coop_matrix)
         )
     }
 }
@@ -92,7 +97,26 @@ fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         subgroups: f.contains(wgpu::Features::SUBGROUP),
         timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
         shader_int64: f.contains(wgpu::Features::SHADER_INT64),
+        coop_matrix: coop_usable(a),
     }
+}
+
+/// Whether the prompt products' cooperative-matrix kernels can run on `a`.
+fn coop_usable(a: &wgpu::Adapter) -> bool {
+    use wgpu::CooperativeScalarType as S;
+    let (info, l, f) = (a.get_info(), a.limits(), a.features());
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP;
+    f.contains(needed)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && l.max_compute_workgroup_storage_size >= 48 << 10
+        && a.cooperative_matrix_properties().iter().any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == S::F16
+                && c.cr_type == S::F32
+        })
 }
 
 /// Every Vulkan adapter, in the order `--gpu N` counts them.
@@ -111,6 +135,8 @@ pub struct Context {
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The prompt products run on cooperative matrices (see [`AdapterSummary::coop_matrix`]).
+    pub coop_matrix: bool,
     /// Validation and out-of-memory errors nobody captured in a scope; drained by [`Context::check`].
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -159,11 +185,23 @@ impl Context {
         };
         let adapter = &all[i];
         let limits = adapter.limits();
-        let features = adapter.features() & wanted_features();
+        let mut features = adapter.features() & wanted_features();
+        let coop_matrix = coop_usable(adapter) && std::env::var_os("KILN_NO_COOP").is_none();
+        if coop_matrix {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features: features,
             required_limits: limits.clone(),
+            // SAFETY: the only experimental feature requested is cooperative matrices, used by
+            // the prompt-product kernels alone, on adapters `coop_usable` accepted; their
+            // results are checked against the CPU backend by `tests/wgpu_ops.rs` on such a GPU.
+            experimental_features: if coop_matrix {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|e| BackendError::Gpu(format!("opening {}: {e}", adapter.get_info().name)))?;
@@ -180,6 +218,7 @@ impl Context {
             adapter: summary(i, adapter),
             limits,
             features,
+            coop_matrix,
             errors,
         })
     }

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::super::{BackendError, Result};
+use super::matmul::{COOP_GROUPED_TILE, COOP_TILE};
 use crate::quant::GgmlType;
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -84,6 +86,9 @@ pub fn row_quantum(ty: GgmlType) -> usize {
 pub enum Kernel {
     Matmul,
     MatmulGrouped,
+    /// `Matmul` and `MatmulGrouped` on cooperative matrices (`Context::coop_matrix`).
+    MatmulCoop,
+    MatmulGroupedCoop,
     Matvec,
     MatmulSel,
     Embed,
@@ -139,6 +144,10 @@ impl Kernel {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
+            Kernel::MatmulCoop => d(MATMUL_COOP, "matmul_coop", true, &[0, 1, 2], 3),
+            Kernel::MatmulGroupedCoop => {
+                d(MATMUL_COOP, "matmul_grouped_coop", true, &[0, 1, 2, 4], 3)
+            }
             Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
             Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
@@ -162,6 +171,21 @@ impl Kernel {
 
     pub fn entry(self) -> &'static str {
         self.def().entry
+    }
+
+    /// What opens the kernel's module: the cooperative-matrix kernels' `enable` directives and
+    /// tile shape (TM weight rows × TN tokens).
+    fn prelude(self) -> String {
+        let coop = |(tm, tn): (usize, usize)| {
+            format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {tm}u;\nconst TN: u32 = {tn}u;\n"
+            )
+        };
+        match self {
+            Kernel::MatmulCoop => coop(COOP_TILE),
+            Kernel::MatmulGroupedCoop => coop(COOP_GROUPED_TILE),
+            _ => String::new(),
+        }
     }
 }
 
@@ -233,24 +257,31 @@ impl Pipelines {
     }
 }
 
-fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
+/// The WGSL module of `key`'s kernel.
+fn source(key: KernelKey) -> Result<String> {
     let def = key.kernel.def();
-    let source = match (def.typed, key.ty) {
+    let prelude = key.kernel.prelude();
+    Ok(match (def.typed, key.ty) {
         (true, Some(ty)) => {
             let dec = decoder(ty).ok_or_else(|| {
                 BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry))
             })?;
             let dot = if def.product { dot_source(ty) } else { "" };
-            format!("{COMMON}\n{dec}\n{dot}\n{}", def.source)
+            format!("{prelude}{COMMON}\n{dec}\n{dot}\n{}", def.source)
         }
-        (false, None) => def.source.to_string(),
+        (false, None) => format!("{prelude}{}", def.source),
         _ => {
             return Err(BackendError::Gpu(format!(
                 "{}: kernel key {key:?} does not match the kernel",
                 def.entry
             )));
         }
-    };
+    })
+}
+
+fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
+    let def = key.kernel.def();
+    let source = source(key)?;
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
@@ -296,4 +327,45 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
         storage: def.storage,
         uniform: def.uniform,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles `key`'s module to SPIR-V as wgpu would on an adapter with every capability.
+    fn to_spirv(key: KernelKey) -> std::result::Result<Vec<u32>, String> {
+        let src = source(key).map_err(|e| e.to_string())?;
+        let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| format!("{e:?}"))?;
+        let options = naga::back::spv::Options {
+            lang_version: (1, 6),
+            ..Default::default()
+        };
+        let pipeline = naga::back::spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: key.kernel.entry().to_string(),
+        };
+        naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The cooperative-matrix kernels run only on GPUs CI does not have; this at least
+    /// proves they compile, for every block type.
+    #[test]
+    fn cooperative_matrix_kernels_compile_for_every_type() {
+        for kernel in [Kernel::MatmulCoop, Kernel::MatmulGroupedCoop] {
+            for ty in SUPPORTED {
+                let key = KernelKey::typed(kernel, ty);
+                if let Err(e) = to_spirv(key) {
+                    panic!("{}: {e}", key.label());
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
 //! part: a decoded token's products run 256 / TPR row groups per workgroup (`matvec`,
-//! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup.
+//! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup (on tensor cores
+//! through cooperative matrices where the adapter has them, `shaders/matmul_coop.wgsl`).
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
@@ -9,6 +10,11 @@ use crate::quant::GgmlType;
 /// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader).
 const TILE_ROWS: usize = 64;
 const TILE_TOKENS: usize = 64;
+/// The tiles (weight rows, tokens) of `shaders/matmul_coop.wgsl`, its TM and TN: dense
+/// products, and a prompt's experts, which get about 16 pairs each. Its 8 subgroups of 32 hold
+/// 16 × 16 blocks: TM / 16 of them must divide 8.
+pub const COOP_TILE: (usize, usize) = (64, 64);
+pub const COOP_GROUPED_TILE: (usize, usize) = (128, 16);
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
 /// Workgroups a decode product needs before its threads serve several rows each: enough
@@ -106,6 +112,16 @@ impl Params {
 }
 
 impl WgpuBackend {
+    /// The tiled prompt product `kernel` (`Matmul` or `MatmulGrouped`) or its
+    /// cooperative-matrix version where the adapter has one, with its tile (weight rows, tokens).
+    fn prompt_kernel(&self, kernel: Kernel) -> (Kernel, (usize, usize)) {
+        match (kernel, self.ctx.coop_matrix) {
+            (Kernel::Matmul, true) => (Kernel::MatmulCoop, COOP_TILE),
+            (Kernel::MatmulGrouped, true) => (Kernel::MatmulGroupedCoop, COOP_GROUPED_TILE),
+            _ => (kernel, (TILE_ROWS, TILE_TOKENS)),
+        }
+    }
+
     fn check_cols(&self, w: &WgpuWeight<'_>, x_stride: usize) -> Result<()> {
         let q = kernels::row_quantum(w.ty);
         // The shader reads x as vec4s.
@@ -145,9 +161,10 @@ impl WgpuBackend {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
                 (key, part.rows.div_ceil(rpw))
             } else {
+                let (kernel, tile) = self.prompt_kernel(Kernel::Matmul);
                 (
-                    KernelKey::typed(Kernel::Matmul, w.ty),
-                    part.rows.div_ceil(TILE_ROWS) * t.div_ceil(TILE_TOKENS),
+                    KernelKey::typed(kernel, w.ty),
+                    part.rows.div_ceil(tile.0) * t.div_ceil(tile.1),
                 )
             };
             self.run_shaped(
@@ -213,14 +230,15 @@ impl WgpuBackend {
             return Ok(None);
         }
         self.check_cols(w, s.x_stride)?;
+        let (kernel, (tile_rows, _)) = self.prompt_kernel(Kernel::MatmulGrouped);
         for part in &w.parts {
             let params = Params::sel(w, s, 0, n_expert as u32).for_part(part);
             self.run_shaped(
-                KernelKey::typed(Kernel::MatmulGrouped, w.ty),
+                KernelKey::typed(kernel, w.ty),
                 Some(w.ne),
                 &[&part.buf, x, y, groups],
                 &params,
-                n_expert * s.per.div_ceil(TILE_ROWS),
+                n_expert * s.per.div_ceil(tile_rows),
             )?;
         }
         Ok(Some(()))

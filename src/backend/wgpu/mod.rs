@@ -161,6 +161,11 @@ impl WgpuBackend {
         &self.ctx.adapter
     }
 
+    /// Whether prompt products run on cooperative matrices (f16 operands, f32 sums).
+    pub fn coop_matrix(&self) -> bool {
+        self.ctx.coop_matrix
+    }
+
     fn rec(&self) -> MutexGuard<'_, Recorder> {
         self.rec.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,0 +1,179 @@
+// The prompt products of matmul.wgsl (`matmul`, `matmul_grouped`) on cooperative matrices
+// (tensor cores): per step of TK values the workgroup decodes its TM weight rows to f16 in
+// workgroup memory and stages its TN tokens' activations as f16 beside them; its 8 subgroups
+// then multiply 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16
+// cooperative matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its
+// own module because the `enable` directives must open it. The host prepends TM and TN:
+// 64 × 64 for dense products, 128 × 16 for a prompt's experts (about 16 pairs each).
+
+// The same parameters and bindings as matmul.wgsl.
+struct Params {
+    rows: u32,
+    cols: u32,
+    t: u32,
+    row0: u32,
+    x_stride: u32,
+    x_off: u32,
+    y_stride: u32,
+    y_off: u32,
+    per: u32,
+    x_div: u32,
+    mode: u32,
+    heads: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> ids: array<u32>;
+
+const TK: u32 = 128u;
+const WG: u32 = 256u;
+// Row blocks of 16 in a tile; each subgroup owns one, and NB token blocks of 16 of it.
+const RB: u32 = TM / 16u;
+const NB: u32 = TN / 16u / (8u / RB);
+// Largest f16.
+const F16_MAX: f32 = 65504.0;
+
+// [row][k] and [token][k]: A loads row-major, B (k × token) column-major, both stride TK.
+var<workgroup> wt: array<f16, TM * TK>;
+var<workgroup> xt: array<f16, TN * TK>;
+// Each subgroup's finished 16×16 block, column-major, on its way to the output rows.
+var<workgroup> stage: array<f32, 2048>;
+var<workgroup> xrow: array<u32, TN>;
+var<workgroup> yrow: array<u32, TN>;
+var<workgroup> span: vec2<u32>;
+
+fn row_bytes() -> u32 {
+    return (p.cols / QK) * BLOCK_BYTES;
+}
+
+// Decodes rows wrow0.. (wrows exist) and stages the tile tokens (ntok exist), values k0..k0+TK;
+// what lies outside is zero.
+fn load_tiles(li: u32, k0: u32, wrow0: u32, wrows: u32, ntok: u32) {
+    let per_row = TK / PV;
+    let rbytes = row_bytes();
+    for (var q = li; q < TM * per_row; q += WG) {
+        let r = q / per_row;
+        let pp = q % per_row;
+        let kv = k0 + pp * PV;
+        var v: array<vec4<f32>, PV4>;
+        if r < wrows && kv < p.cols {
+            v = part_values((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
+        }
+        for (var i = 0u; i < PV4; i++) {
+            let at = r * TK + pp * PV + 4u * i;
+            let h = vec4<f16>(clamp(v[i], vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+            wt[at] = h.x;
+            wt[at + 1u] = h.y;
+            wt[at + 2u] = h.z;
+            wt[at + 3u] = h.w;
+        }
+    }
+    for (var q = li; q < TN * (TK / 4u); q += WG) {
+        let tok = q / (TK / 4u);
+        let c4 = q % (TK / 4u);
+        var v = vec4<f32>(0.0);
+        if tok < ntok && k0 + 4u * c4 < p.cols {
+            v = x[(p.x_off + xrow[tok] * p.x_stride + k0) / 4u + c4];
+        }
+        let at = tok * TK + 4u * c4;
+        let h = vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+        xt[at] = h.x;
+        xt[at + 1u] = h.y;
+        xt[at + 2u] = h.z;
+        xt[at + 3u] = h.w;
+    }
+}
+
+// Writes every subgroup's staged block j: row block s % RB, token block (s / RB) NB + j, to
+// output column col0 + row of row yrow[token]. Any thread may write any subgroup's block.
+fn write_blocks(li: u32, j: u32, col0: u32, wrows: u32, ntok: u32) {
+    for (var e = li; e < 2048u; e += WG) {
+        let s = e / 256u;
+        let row = (s % RB) * 16u + e % 16u;
+        let tok = ((s / RB) * NB + j) * 16u + (e / 16u) % 16u;
+        if row < wrows && tok < ntok {
+            y[p.y_off + yrow[tok] * p.y_stride + col0 + row] = stage[e];
+        }
+    }
+}
+
+// The tile of rows wrow0.. of the part × the tokens in xrow, into output columns col0...
+fn coop_tile(li: u32, sg: u32, wrow0: u32, wrows: u32, ntok: u32, col0: u32) {
+    let a_at = (sg % RB) * 16u * TK;
+    let b_at = (sg / RB) * NB * 16u * TK;
+    var acc0 = coop_mat16x16<f32, C>();
+    var acc1 = coop_mat16x16<f32, C>();
+    for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+        load_tiles(li, k0, wrow0, wrows, ntok);
+        workgroupBarrier();
+        for (var ks = 0u; ks < TK; ks += 16u) {
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[a_at + ks], TK);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + ks], TK);
+            acc0 = coopMultiplyAdd(a, b0, acc0);
+            if NB > 1u {
+                let b1 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + 16u * TK + ks], TK);
+                acc1 = coopMultiplyAdd(a, b1, acc1);
+            }
+        }
+        workgroupBarrier();
+    }
+    coopStore(acc0, &stage[sg * 256u], 16u);
+    workgroupBarrier();
+    write_blocks(li, 0u, col0, wrows, ntok);
+    if NB > 1u {
+        workgroupBarrier();
+        coopStore(acc1, &stage[sg * 256u], 16u);
+        workgroupBarrier();
+        write_blocks(li, 1u, col0, wrows, ntok);
+    }
+}
+
+@compute @workgroup_size(256)
+fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let row_tiles = (p.rows + TM - 1u) / TM;
+    let row0 = (lin % row_tiles) * TM;
+    let tok0 = (lin / row_tiles) * TN;
+    if tok0 >= p.t {
+        return;
+    }
+    if li < TN {
+        xrow[li] = tok0 + li;
+        yrow[li] = tok0 + li;
+    }
+    workgroupBarrier();
+    coop_tile(li, sg, row0, min(TM, p.rows - row0), min(TN, p.t - tok0), p.row0 + row0);
+}
+
+// As matmul_grouped: ids holds the pair indices grouped by expert (p.t of them), then each
+// expert's start in that list (p.heads + 1 values).
+@compute @workgroup_size(256)
+fn matmul_grouped_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let row_tiles = (p.per + TM - 1u) / TM;
+    let e = lin / row_tiles;
+    let r0 = (lin % row_tiles) * TM;
+    let grow = e * p.per;
+    if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
+        return;
+    }
+    if li == 0u {
+        span = vec2<u32>(ids[p.t + e], ids[p.t + e + 1u]);
+    }
+    let se = workgroupUniformLoad(&span);
+    let wrows = min(TM, p.per - r0);
+    for (var c0 = se.x; c0 < se.y; c0 += TN) {
+        let ntok = min(TN, se.y - c0);
+        if li < ntok {
+            let pair = ids[c0 + li];
+            xrow[li] = pair / p.x_div;
+            yrow[li] = pair;
+        }
+        workgroupBarrier();
+        coop_tile(li, sg, grow - p.row0 + r0, wrows, ntok, r0);
+        workgroupBarrier();
+    }
+}
