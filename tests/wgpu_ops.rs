@@ -156,6 +156,107 @@ fn matmul_float_rows_of_any_multiple_of_four() {
     }
 }
 
+/// Each weight's product with one input, through `matmuls`.
+fn matmuls_case<B: Backend>(b: &B, ws: &[Tensor], x: &[f32], t: usize) -> Vec<Vec<f32>> {
+    let rows = |w: &Tensor| w.ne[1] * w.ne[2] * w.ne[3];
+    let wbs: Vec<_> = ws.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let mut outs: Vec<_> = ws.iter().map(|w| b.alloc(t * rows(w)).unwrap()).collect();
+    let xb = buf(b, x);
+    let mut jobs: Vec<_> = wbs.iter().zip(outs.iter_mut()).collect();
+    b.matmuls(&xb, t, &mut jobs).unwrap();
+    ws.iter()
+        .zip(&outs)
+        .map(|(w, o)| b.read(o, t * rows(w)).unwrap())
+        .collect()
+}
+
+fn assert_all_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len());
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_close(&format!("{what} job {j}"), g, w, F32_NMSE);
+    }
+}
+
+/// A decoded token's products of one type share a dispatch (jobs of different row counts,
+/// more jobs than one dispatch holds); a job of another type runs on its own; a prompt runs
+/// them one by one. Compiles the fused kernel of every type.
+#[test]
+fn matmuls_fuse_decode_products_of_one_type() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(11);
+    let cols = 512;
+    for ty in ALL_TYPES {
+        let other = if ty == GgmlType::Q8_0 {
+            GgmlType::F16
+        } else {
+            GgmlType::Q8_0
+        };
+        let mut ws: Vec<Tensor> = [37, 5, 300, 1, 64, 9, 130, 17, 40]
+            .into_iter()
+            .map(|rows| Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0)))
+            .collect();
+        ws.insert(
+            2,
+            Tensor::new("o", other, [cols, 20, 1, 1], &r.vec(cols * 20, 1.0)),
+        );
+        for t in [1, 3] {
+            let x = r.vec(t * cols, 1.0);
+            assert_all_close(
+                &format!("matmuls {ty} t={t}"),
+                &matmuls_case(&g, &ws, &x, t),
+                &matmuls_case(&c, &ws, &x, t),
+            );
+        }
+    }
+}
+
+/// The fused products are one dispatch (counted by the profiler, where the adapter has one).
+#[test]
+fn matmuls_of_a_decoded_token_are_one_dispatch() {
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    let mut r = Rng(13);
+    let ws: Vec<Tensor> = [16, 3, 40]
+        .into_iter()
+        .map(|rows| {
+            Tensor::new(
+                "w",
+                GgmlType::Q4_K,
+                [256, rows, 1, 1],
+                &r.vec(256 * rows, 1.0),
+            )
+        })
+        .collect();
+    let x = r.vec(256, 1.0);
+    g.set_profiling(true).unwrap();
+    let _ = matmuls_case(&g, &ws, &x, 1);
+    let report = g.profile().unwrap();
+    let names: Vec<_> = report.iter().map(|k| (k.name.as_str(), k.calls)).collect();
+    assert_eq!(names, [("matvecs Q4_K", 1)]);
+}
+
+/// A weight split over buffers falls back to its own dispatches beside fused ones.
+#[test]
+fn matmuls_with_a_split_weight() {
+    let mut g = gpu();
+    g.limit_binding_bytes(20_000);
+    let c = cpu();
+    let mut r = Rng(12);
+    let (cols, ty) = (256, GgmlType::Q8_0);
+    let ws: Vec<Tensor> = [8, 100, 30]
+        .into_iter()
+        .map(|rows| Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0)))
+        .collect();
+    let x = r.vec(cols, 1.0);
+    assert_all_close(
+        "matmuls split",
+        &matmuls_case(&g, &ws, &x, 1),
+        &matmuls_case(&c, &ws, &x, 1),
+    );
+}
+
 /// A weight bigger than the (artificially lowered) binding limit is split over buffers.
 #[test]
 fn matmul_and_embed_split_weights() {

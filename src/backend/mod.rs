@@ -203,6 +203,19 @@ pub trait Backend: Sync {
         t: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+    /// [`Backend::matmul`] of one input with each job's weight into the job's buffer.
+    /// Backends fuse the products where that saves passes (one launch for a decoded token's).
+    fn matmuls(
+        &self,
+        x: &Self::Buf,
+        t: usize,
+        jobs: &mut [(&Self::Weight<'_>, &mut Self::Buf)],
+    ) -> Result<()> {
+        for (w, out) in jobs.iter_mut() {
+            self.matmul(w, x, t, out)?;
+        }
+        Ok(())
+    }
     /// `out = w ⊙ x / sqrt(mean(x²) + eps)` per row of width `w`'s length.
     fn rms_norm(
         &self,

@@ -1,6 +1,7 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
 //! part: a decoded token's products run 256 / TPR row groups per workgroup (`matvec`,
-//! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup.
+//! `matmul_sel`; `matvecs` for several weights that read one input), a prompt's tiles of 64
+//! weight rows × 64 tokens per workgroup.
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
@@ -159,6 +160,75 @@ impl WgpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// `matmul_into` of `x` with each job's weight. A decoded token's products of weights
+    /// that share a block type and row length (and are one buffer each) run as one `matvecs`
+    /// dispatch per [`kernels::MAX_JOBS`]: each dispatch costs a launch and a barrier however
+    /// few rows it has.
+    pub(super) fn matmuls_into(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        jobs: &[(&WgpuWeight<'_>, &WgpuBuf)],
+    ) -> Result<()> {
+        let fusable = |a: &WgpuWeight<'_>, b: &WgpuWeight<'_>| {
+            t == 1 && a.ty == b.ty && a.ne[0] == b.ne[0] && a.parts.len() == 1 && b.parts.len() == 1
+        };
+        let mut done = vec![false; jobs.len()];
+        for i in 0..jobs.len() {
+            if done[i] {
+                continue;
+            }
+            let batch: Vec<_> = (i..jobs.len())
+                .filter(|&k| !done[k] && fusable(jobs[i].0, jobs[k].0))
+                .take(self.max_fused_jobs())
+                .collect();
+            match batch.as_slice() {
+                [] | [_] => {
+                    done[i] = true;
+                    self.matmul_into(jobs[i].0, x, t, jobs[i].1)?;
+                }
+                _ => {
+                    batch.iter().for_each(|&k| done[k] = true);
+                    let fused: Vec<_> = batch.iter().map(|&k| jobs[k]).collect();
+                    self.matvecs(x, &fused)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Products one `matvecs` dispatch may hold on this adapter: x and a weight and an output
+    /// per product must fit its storage bindings.
+    fn max_fused_jobs(&self) -> usize {
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        (bindings.saturating_sub(1) / 2).min(kernels::MAX_JOBS)
+    }
+
+    /// One token's products with 2..=MAX_JOBS single-part weights of one type and row length.
+    fn matvecs(&self, x: &WgpuBuf, jobs: &[(&WgpuWeight<'_>, &WgpuBuf)]) -> Result<()> {
+        let w0 = jobs[0].0;
+        let cols = w0.ne[0];
+        check_len(x.len, cols)?;
+        self.check_cols(w0, cols)?;
+        let total = jobs.iter().map(|(w, _)| w.rows()).sum();
+        let (key, rpw) = decode_kernel(Kernel::Matvecs(jobs.len() as u8), w0, total);
+        // cols, jobs, padding, then rows and workgroup ends per job (see `shaders/matvecs.wgsl`).
+        let mut params = [0u32; 4 + 2 * kernels::MAX_JOBS];
+        params[..2].copy_from_slice(&[cols as u32, jobs.len() as u32]);
+        let mut end = 0;
+        for (j, (w, y)) in jobs.iter().enumerate() {
+            check_len(y.len, w.rows())?;
+            end += w.rows().div_ceil(rpw);
+            params[4 + j] = w.rows() as u32;
+            params[4 + kernels::MAX_JOBS + j] = end as u32;
+        }
+        let bufs: Vec<&wgpu::Buffer> = std::iter::once(&x.buf)
+            .chain(jobs.iter().map(|(w, _)| &w.parts[0].buf))
+            .chain(jobs.iter().map(|(_, y)| &y.buf))
+            .collect();
+        self.run(key, &bufs, &params, end)
     }
 
     /// The products of [`SelProduct`]: `y[p * y_stride + r] = W_{sel(p)}[r] · x[p / x_div]`.

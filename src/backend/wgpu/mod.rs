@@ -560,6 +560,16 @@ impl Backend for WgpuBackend {
         self.matmul_into(w, x, t, out)
     }
 
+    fn matmuls(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        jobs: &mut [(&WgpuWeight<'_>, &mut WgpuBuf)],
+    ) -> Result<()> {
+        let jobs: Vec<_> = jobs.iter().map(|(w, y)| (*w, &**y)).collect();
+        self.matmuls_into(x, t, &jobs)
+    }
+
     fn rms_norm(
         &self,
         x: &WgpuBuf,

@@ -1,4 +1,4 @@
-//! Dispatch math of the MoE: router product, routing on the GPU (`moe_route` writes the chosen
+//! Dispatch math of the MoE: router product (with the shared expert's gate and up), routing on the GPU (`moe_route` writes the chosen
 //! expert ids and weights to a buffer), the chosen experts' gate/up/down products as one
 //! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read; a
 //! prompt's pairs are first grouped by expert so that each expert's rows are read once per
@@ -46,8 +46,20 @@ impl WgpuBackend {
             return Ok(());
         }
 
+        // The router and the shared expert's gate and up all read x: one dispatch when decoding.
         let logits = self.scratch(t * n_expert)?;
-        self.matmul_into(&w.router, x, t, &logits)?;
+        let shared = match &w.shared {
+            Some(sh) => {
+                let sff = sh.gate.rows();
+                Some((sh, self.scratch(t * sff)?, self.scratch(t * sff)?))
+            }
+            None => None,
+        };
+        let mut jobs = vec![(&w.router, &logits)];
+        if let Some((sh, g, u)) = &shared {
+            jobs.extend([(&sh.gate, g), (&sh.up, u)]);
+        }
+        self.matmuls_into(x, t, &jobs)?;
         let bias = self.values(&w.bias)?;
         let (ids, wts) = (self.scratch(t * k)?, self.scratch(t * k)?);
         let params = [
@@ -116,14 +128,10 @@ impl WgpuBackend {
             &ys.buf,
         )?;
 
-        match &w.shared {
-            Some(sh) => {
-                let sff = sh.gate.rows();
-                let (g, u) = (self.scratch(t * sff)?, self.scratch(t * sff)?);
-                self.matmul_into(&sh.gate, x, t, &g)?;
-                self.matmul_into(&sh.up, x, t, &u)?;
-                self.swiglu_bufs(&g.buf, &u.buf, t * sff)?;
-                self.matmul_into(&sh.down, &g, t, out)?;
+        match &shared {
+            Some((sh, g, u)) => {
+                self.swiglu_bufs(&g.buf, &u.buf, t * sh.gate.rows())?;
+                self.matmul_into(&sh.down, g, t, out)?;
             }
             None => self
                 .rec()
