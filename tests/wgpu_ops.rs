@@ -410,28 +410,44 @@ fn kda_dims(heads: usize, head_dim: usize) -> KdaDims {
     }
 }
 
+/// The q, k and v streams in one call, each with its own taps and state.
 #[test]
-fn short_conv_with_state() {
+fn short_conv_of_three_streams_with_state() {
     let (g, c) = (gpu(), cpu());
     let mut r = Rng(6);
-    let dm = kda_dims(2, 32);
+    let dm = kda_dims(2, 36);
     let ch = dm.width();
-    let w = Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0));
-    let x = r.vec(8 * ch, 2.0);
-    let s0 = r.vec(3 * ch, 1.0);
-    fn run<B: Backend>(b: &B, w: &Tensor, x: &[f32], s0: &[f32], dm: KdaDims) -> Vec<f32> {
+    let w: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0)))
+        .collect();
+    let x: Vec<Vec<f32>> = (0..3).map(|s| r.vec(8 * ch, 1.0 + s as f32)).collect();
+    let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec(3 * ch, 1.0)).collect();
+    fn run<B: Backend>(
+        b: &B,
+        w: &[Tensor],
+        x: &[Vec<f32>],
+        s0: &[Vec<f32>],
+        dm: KdaDims,
+    ) -> Vec<f32> {
         let ch = dm.width();
-        let wb = b.upload(w.view()).unwrap();
-        let mut st = buf(b, s0);
+        let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+        let mut st = [buf(b, &s0[0]), buf(b, &s0[1]), buf(b, &s0[2])];
         let mut all = Vec::new();
         // 6 tokens, then 1, then 1: the state carries across calls, including t < kernel - 1.
         for (a, e) in [(0, 6), (6, 7), (7, 8)] {
-            let mut o = b.alloc((e - a) * ch).unwrap();
-            b.short_conv(&buf(b, &x[a * ch..e * ch]), &wb, &mut st, e - a, dm, &mut o)
+            let n = (e - a) * ch;
+            let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
+            let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
+            let taps = [&wb[0], &wb[1], &wb[2]];
+            b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
                 .unwrap();
-            all.extend(b.read(&o, (e - a) * ch).unwrap());
+            for o in &o {
+                all.extend(b.read(o, n).unwrap());
+            }
         }
-        all.extend(b.read(&st, 3 * ch).unwrap());
+        for s in &st {
+            all.extend(b.read(s, 3 * ch).unwrap());
+        }
         all
     }
     assert_close(

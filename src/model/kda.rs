@@ -1,6 +1,6 @@
-//! A KDA layer (spec §3.1): projections, short conv + SiLU per stream, per-channel log-space
-//! forget gate and per-head beta, the delta rule (chunked for prompts, token loop for decode),
-//! gated RMSNorm, output projection.
+//! A KDA layer (spec §3.1): projections, short conv + SiLU of the q, k, v streams,
+//! per-channel log-space forget gate and per-head beta, the delta rule (chunked for prompts,
+//! token loop for decode), gated RMSNorm, output projection.
 
 use crate::backend::{Backend, KdaDims, KdaInputs};
 
@@ -51,9 +51,7 @@ pub fn forward<B: Backend>(
         )?;
     }
     let mut qkv = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
-    for (s, y) in qkv.iter_mut().enumerate() {
-        b.short_conv(&z[s], &w.conv[s], &mut conv[s], t, dm, y)?;
-    }
+    b.short_conv(z.each_ref(), w.conv.each_ref(), conv, t, dm, &mut qkv)?;
 
     let mut g = b.scratch(t * c)?;
     b.matmul(&w.f_b, &f_low, t, &mut g)?;

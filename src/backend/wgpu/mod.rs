@@ -635,12 +635,12 @@ impl Backend for WgpuBackend {
 
     fn short_conv(
         &self,
-        x: &WgpuBuf,
-        w: &WgpuWeight<'_>,
-        state: &mut WgpuBuf,
+        x: [&WgpuBuf; 3],
+        w: [&WgpuWeight<'_>; 3],
+        state: &mut [WgpuBuf; 3],
         t: usize,
         dims: KdaDims,
-        out: &mut WgpuBuf,
+        out: &mut [WgpuBuf; 3],
     ) -> Result<()> {
         self.short_conv_op(x, w, state, t, dims, out)
     }
