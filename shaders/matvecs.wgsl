@@ -3,7 +3,8 @@
 // The host prepends, per weight j, a copy of the weight helpers (common, decoder, dot file,
 // rows_dot.wgsl) with `w` renamed `w<j>` and every function `f` renamed `f_<j>`, the bindings
 // w0.., y0.., and `job_dot` / `job_store`, which switch on the job to reach them (WGSL cannot
-// pass a storage buffer to a function). Each workgroup serves RPW rows of one job, as `matvec`.
+// pass a storage buffer to a function). Each workgroup serves RPW rows of one job, as `matvec`;
+// the weights share a row length, so any copy's row_bytes serves all.
 
 struct Params {
     cols: u32,
@@ -40,7 +41,7 @@ fn matvecs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let n = min(RT, max(rows, row) - row);
     var acc = vec4<f32>(0.0);
     if n > 0u {
-        acc = job_dot(j, row, n, lane);
+        acc = job_dot(j, row * row_bytes_0(), 0u, n, 0u, lane);
     }
     let s = reduce_rows(li, acc);
     if lane == 0u {

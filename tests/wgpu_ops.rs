@@ -875,6 +875,44 @@ fn moe_routing_and_experts_on_the_gpu() {
     );
 }
 
+/// A decoded token's MoE of every block type: the fused router / shared expert products and the
+/// experts' gate and up in one dispatch (one kernel per type).
+#[test]
+fn moe_decode_every_type() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(14);
+    for ty in ALL_TYPES {
+        let case = MoeCase::new(ty, 256, 256, 8, 3, true, &mut r);
+        let x = r.vec(256, 1.0);
+        assert_close(
+            &format!("moe decode {ty}"),
+            &case.run(&g, &x, 1),
+            &case.run(&c, &x, 1),
+            F32_NMSE,
+        );
+    }
+}
+
+/// A decoded token's MoE with a shared expert is 9 dispatches: the F32 router, the shared gate
+/// and up, routing, expert gate and up, SwiGLU, expert down, shared SwiGLU, shared down,
+/// combine (was 11).
+#[test]
+fn moe_decode_dispatches() {
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    let mut r = Rng(15);
+    let case = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
+    let x = r.vec(256, 1.0);
+    g.set_profiling(true).unwrap();
+    let _ = case.run(&g, &x, 1);
+    let report = g.profile().unwrap();
+    let calls: u64 = report.iter().map(|k| k.calls).sum();
+    assert_eq!(calls, 9, "{report:?}");
+    assert!(report.iter().any(|k| k.name.starts_with("matmul_sel_pair")));
+}
+
 /// Recorded work stays in order: a write after a read of the same buffer does not overtake it.
 #[test]
 fn writes_zeroes_and_copies_keep_their_order() {

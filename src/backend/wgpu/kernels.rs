@@ -14,6 +14,7 @@ const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
+const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -97,6 +98,8 @@ pub enum Kernel {
     Matvec,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
+    /// `MatmulSel` of two weights (the MoE's expert gate and up).
+    MatmulSelPair,
     MatmulSel,
     Embed,
     RmsNorm,
@@ -140,7 +143,7 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" | "matvecs" => &["TPR", "RT"],
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT"],
                 "kda_scan" => &["D"],
                 _ => &[],
             },
@@ -155,6 +158,14 @@ impl Kernel {
                 "matvecs",
                 true,
                 &MATVECS_STORAGE[..1 + 2 * n as usize],
+                1,
+            ),
+            // x, w0, w1, y0, y1, ids.
+            Kernel::MatmulSelPair => d(
+                MATMUL_SEL_PAIR,
+                "matmul_sel_pair",
+                true,
+                &[0, 2, 3, 4, 5, 31],
                 1,
             ),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
@@ -264,7 +275,12 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
     };
     Ok(match (key.kernel, def.typed, key.ty) {
-        (Kernel::Matvecs(n), _, Some(ty)) => matvecs_source(typed(ty)?, dot_source(ty), n.into()),
+        (Kernel::Matvecs(n), _, Some(ty)) => {
+            fused_source(typed(ty)?, dot_source(ty), n.into(), MATVECS)
+        }
+        (Kernel::MatmulSelPair, _, Some(ty)) => {
+            fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
+        }
         (_, true, Some(ty)) if def.product => format!(
             "{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
             typed(ty)?,
@@ -282,9 +298,10 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
     })
 }
 
-/// The `matvecs` kernel for `jobs` weights of the type with decoder `dec` and dot file `dot`:
-/// the type's constants once, then per weight a renamed copy of the helpers that read it.
-fn matvecs_source(dec: &str, dot: &str, jobs: usize) -> String {
+/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`) for `jobs` weights of
+/// the type with decoder `dec` and dot file `dot`: the type's constants once, then per weight a
+/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`.
+fn fused_source(dec: &str, dot: &str, jobs: usize, entry: &str) -> String {
     let helpers = format!(
         "{COMMON}\n{}\n{}\n{ROWS_DOT}",
         without_consts(dec),
@@ -311,17 +328,17 @@ fn matvecs_source(dec: &str, dot: &str, jobs: usize) -> String {
             .collect()
     };
     s += &format!(
-        "fn job_dot(j: u32, row: u32, n: u32, lane: u32) -> vec4<f32> {{\n    \
+        "fn job_dot(j: u32, rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {{\n    \
          var r = vec4<f32>(0.0);\n    switch j {{\n{}        default: {{}}\n    }}\n    \
          return r;\n}}\n",
-        cases(&|j| format!("r = rows_dot_{j}(row * row_bytes_{j}(), 0u, n, 0u, lane);"))
+        cases(&|j| format!("r = rows_dot_{j}(rb, klo, khi, xb0, lane);"))
     );
     s += &format!(
         "fn job_store(j: u32, i: u32, v: f32) {{\n    switch j {{\n{}        \
          default: {{}}\n    }}\n}}\n",
         cases(&|j| format!("y{j}[i] = v;"))
     );
-    format!("{s}{DECODE_REDUCE}\n{MATVECS}")
+    format!("{s}{DECODE_REDUCE}\n{entry}")
 }
 
 fn without_consts(src: &str) -> String {
@@ -432,7 +449,7 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = matvecs_source(decoder(ty).unwrap(), dot_source(ty), 3);
+        let s = fused_source(decoder(ty).unwrap(), dot_source(ty), 3, MATVECS);
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }

@@ -42,6 +42,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize) -> (KernelKey,
 }
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
+#[derive(Clone, Copy)]
 pub enum Select<'a> {
     /// `ids[pair]`: the routed expert (MoE).
     Ids(&'a wgpu::Buffer),
@@ -50,6 +51,7 @@ pub enum Select<'a> {
 }
 
 /// A product of `pairs` rows of `x` with one `per`-row matrix each, chosen by `select`.
+#[derive(Clone, Copy)]
 pub struct SelProduct<'a> {
     pub select: Select<'a>,
     /// Rows of each stacked matrix.
@@ -263,6 +265,39 @@ impl WgpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// [`Self::matmul_sel`] of `x` with two weights of one type and shape under one
+    /// `Select::Ids` selection into `y[0]`, `y[1]`: one dispatch where each weight is one buffer
+    /// (a decoded token's expert gate and up), else one each.
+    pub(super) fn matmul_sel_pair(
+        &self,
+        w: [&WgpuWeight<'_>; 2],
+        s: SelProduct<'_>,
+        x: &wgpu::Buffer,
+        y: [&wgpu::Buffer; 2],
+    ) -> Result<()> {
+        let whole = |w: &WgpuWeight<'_>| w.parts.len() == 1;
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
+        let fusable = w[0].ty == w[1].ty && w[0].ne == w[1].ne && whole(w[0]) && whole(w[1]);
+        let (Select::Ids(ids), true, true) = (s.select, fusable, bindings >= 6) else {
+            self.matmul_sel(w[0], s, x, y[0])?;
+            return self.matmul_sel(w[1], s, x, y[1]);
+        };
+        if s.per == 0 || !w[0].rows().is_multiple_of(s.per) {
+            return Err(w[0].shape_error(format!("matrices of {} rows", s.per)));
+        }
+        self.check_cols(w[0], s.x_stride)?;
+        let (key, rpw) = decode_kernel(Kernel::MatmulSelPair, w[0], 2 * s.per * s.pairs);
+        let params =
+            [w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride].map(|v| v as u32);
+        self.run_shaped(
+            key,
+            Some(w[0].ne),
+            &[x, &w[0].parts[0].buf, &w[1].parts[0].buf, y[0], y[1], ids],
+            &params,
+            2 * s.per.div_ceil(rpw) * s.pairs,
+        )
     }
 
     /// The products of a prompt's MoE: [`SelProduct`] with `Select::Ids`, computed expert by

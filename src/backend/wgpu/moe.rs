@@ -110,8 +110,17 @@ impl WgpuBackend {
             x_stride: hidden,
             y_stride: per,
         };
-        product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
-        product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        if groups.is_some() {
+            product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
+            product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        } else {
+            self.matmul_sel_pair(
+                [&w.experts.gate, &w.experts.up],
+                gate_up(ff),
+                &x.buf,
+                [&gate.buf, &up.buf],
+            )?;
+        }
         self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
         let ys = self.scratch(pairs * hidden)?;
         product(
