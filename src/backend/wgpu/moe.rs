@@ -1,8 +1,9 @@
-//! Dispatch math of the MoE: router product (with the shared expert's gate and up), routing on the GPU (`moe_route` writes the chosen
-//! expert ids and weights to a buffer), the chosen experts' gate/up/down products as one
-//! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read; a
-//! prompt's pairs are first grouped by expert so that each expert's rows are read once per
-//! tile of pairs), the shared expert, and the weighted sum.
+//! Dispatch math of the MoE: router product (with the shared expert's gate and up), routing
+//! on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
+//! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
+//! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
+//! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
+//! and the weighted sum.
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
