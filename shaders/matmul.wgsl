@@ -1,6 +1,7 @@
 // y = x · Wᵀ for a weight in any GGUF block format (the type file prepended to this one defines
-// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot_rows). The weight is
-// read straight from its raw blocks.
+// QK, BLOCK_BYTES, PV, PV4 and part_values; its dot file PD and part_dot_rows; rows_dot.wgsl
+// row_bytes and rows_dot; decode_reduce.wgsl the decode workgroup shape and reduce_rows). The
+// weight is read straight from its raw blocks.
 //
 // Decode: `matvec` (one token) and `matmul_sel` (one token per (token, expert) pair). A
 // workgroup serves RPW weight rows: TPR threads per group of RT rows stride over the rows'
@@ -30,10 +31,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
-
-fn row_bytes() -> u32 {
-    return (p.cols / QK) * BLOCK_BYTES;
-}
 
 // The prompt products, tiled: a workgroup computes TM weight rows × TN tokens. Per step of TK
 // values it decodes the TM rows' part into workgroup memory once (each weight byte is read
@@ -168,45 +165,6 @@ fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         store_tile(li, acc, r0, wrows, ntok);
         workgroupBarrier();
     }
-}
-
-// Threads per row group: a power of two up to 64, chosen by the host per weight shape. Each
-// thread serves RT consecutive rows, so that the activations it loads serve RT rows (4 bytes
-// per value against half a byte of Q4_K), where the matrix has rows enough to keep the GPU
-// busy with RT > 1.
-override TPR: u32 = 16u;
-const MV_WG: u32 = 256u;
-// 1 to 4.
-override RT: u32 = 4u;
-override RPW: u32 = MV_WG / TPR * RT;
-
-var<workgroup> mred: array<vec4<f32>, MV_WG>;
-
-// Sums the TPR partial sums of each row group; the group's lane 0 gets the totals.
-fn reduce_rows(li: u32, v: vec4<f32>) -> vec4<f32> {
-    mred[li] = v;
-    for (var step = TPR / 2u; step > 0u; step >>= 1u) {
-        workgroupBarrier();
-        if li % TPR < step {
-            mred[li] += mred[li + step];
-        }
-    }
-    return mred[li];
-}
-
-// This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · (x from
-// vec4 index xb0).
-fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
-    let per_blk = QK / PD;
-    let units = (p.cols / QK) * per_blk;
-    let stride = row_bytes();
-    var acc = vec4<f32>(0.0);
-    for (var u = lane; u < units; u += TPR) {
-        let blk = u / per_blk;
-        let part = u % per_blk;
-        acc += part_dot_rows(rb + blk * BLOCK_BYTES, stride, klo, khi, part, xb0 + blk * (QK / 4u));
-    }
-    return acc;
 }
 
 @compute @workgroup_size(256)

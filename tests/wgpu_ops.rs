@@ -163,6 +163,107 @@ fn matmul_float_rows_of_any_multiple_of_four() {
     }
 }
 
+/// Each weight's product with one input, through `matmuls`.
+fn matmuls_case<B: Backend>(b: &B, ws: &[Tensor], x: &[f32], t: usize) -> Vec<Vec<f32>> {
+    let rows = |w: &Tensor| w.ne[1] * w.ne[2] * w.ne[3];
+    let wbs: Vec<_> = ws.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let mut outs: Vec<_> = ws.iter().map(|w| b.alloc(t * rows(w)).unwrap()).collect();
+    let xb = buf(b, x);
+    let mut jobs: Vec<_> = wbs.iter().zip(outs.iter_mut()).collect();
+    b.matmuls(&xb, t, &mut jobs).unwrap();
+    ws.iter()
+        .zip(&outs)
+        .map(|(w, o)| b.read(o, t * rows(w)).unwrap())
+        .collect()
+}
+
+fn assert_all_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len());
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_close(&format!("{what} job {j}"), g, w, F32_NMSE);
+    }
+}
+
+/// A decoded token's products of one type share a dispatch (jobs of different row counts,
+/// more jobs than one dispatch holds); a job of another type runs on its own; a prompt runs
+/// them one by one. Compiles the fused kernel of every type.
+#[test]
+fn matmuls_fuse_decode_products_of_one_type() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(11);
+    let cols = 512;
+    for ty in ALL_TYPES {
+        let other = if ty == GgmlType::Q8_0 {
+            GgmlType::F16
+        } else {
+            GgmlType::Q8_0
+        };
+        let mut ws: Vec<Tensor> = [37, 5, 300, 1, 64, 9, 130, 17, 40]
+            .into_iter()
+            .map(|rows| Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0)))
+            .collect();
+        ws.insert(
+            2,
+            Tensor::new("o", other, [cols, 20, 1, 1], &r.vec(cols * 20, 1.0)),
+        );
+        for t in [1, 3] {
+            let x = r.vec(t * cols, 1.0);
+            assert_all_close(
+                &format!("matmuls {ty} t={t}"),
+                &matmuls_case(&g, &ws, &x, t),
+                &matmuls_case(&c, &ws, &x, t),
+            );
+        }
+    }
+}
+
+/// The fused products are one dispatch (counted by the profiler, where the adapter has one).
+#[test]
+fn matmuls_of_a_decoded_token_are_one_dispatch() {
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    let mut r = Rng(13);
+    let ws: Vec<Tensor> = [16, 3, 40]
+        .into_iter()
+        .map(|rows| {
+            Tensor::new(
+                "w",
+                GgmlType::Q4_K,
+                [256, rows, 1, 1],
+                &r.vec(256 * rows, 1.0),
+            )
+        })
+        .collect();
+    let x = r.vec(256, 1.0);
+    g.set_profiling(true).unwrap();
+    let _ = matmuls_case(&g, &ws, &x, 1);
+    let report = g.profile().unwrap();
+    let names: Vec<_> = report.iter().map(|k| (k.name.as_str(), k.calls)).collect();
+    assert_eq!(names, [("matvecs Q4_K", 1)]);
+}
+
+/// A weight split over buffers falls back to its own dispatches beside fused ones.
+#[test]
+fn matmuls_with_a_split_weight() {
+    let mut g = gpu();
+    g.limit_binding_bytes(20_000);
+    let c = cpu();
+    let mut r = Rng(12);
+    let (cols, ty) = (256, GgmlType::Q8_0);
+    let ws: Vec<Tensor> = [8, 100, 30]
+        .into_iter()
+        .map(|rows| Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0)))
+        .collect();
+    let x = r.vec(cols, 1.0);
+    assert_all_close(
+        "matmuls split",
+        &matmuls_case(&g, &ws, &x, 1),
+        &matmuls_case(&c, &ws, &x, 1),
+    );
+}
+
 /// A weight bigger than the (artificially lowered) binding limit is split over buffers.
 #[test]
 fn matmul_and_embed_split_weights() {
@@ -316,28 +417,44 @@ fn kda_dims(heads: usize, head_dim: usize) -> KdaDims {
     }
 }
 
+/// The q, k and v streams in one call, each with its own taps and state.
 #[test]
-fn short_conv_with_state() {
+fn short_conv_of_three_streams_with_state() {
     let (g, c) = (gpu(), cpu());
     let mut r = Rng(6);
-    let dm = kda_dims(2, 32);
+    let dm = kda_dims(2, 36);
     let ch = dm.width();
-    let w = Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0));
-    let x = r.vec(8 * ch, 2.0);
-    let s0 = r.vec(3 * ch, 1.0);
-    fn run<B: Backend>(b: &B, w: &Tensor, x: &[f32], s0: &[f32], dm: KdaDims) -> Vec<f32> {
+    let w: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0)))
+        .collect();
+    let x: Vec<Vec<f32>> = (0..3).map(|s| r.vec(8 * ch, 1.0 + s as f32)).collect();
+    let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec(3 * ch, 1.0)).collect();
+    fn run<B: Backend>(
+        b: &B,
+        w: &[Tensor],
+        x: &[Vec<f32>],
+        s0: &[Vec<f32>],
+        dm: KdaDims,
+    ) -> Vec<f32> {
         let ch = dm.width();
-        let wb = b.upload(w.view()).unwrap();
-        let mut st = buf(b, s0);
+        let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+        let mut st = [buf(b, &s0[0]), buf(b, &s0[1]), buf(b, &s0[2])];
         let mut all = Vec::new();
         // 6 tokens, then 1, then 1: the state carries across calls, including t < kernel - 1.
         for (a, e) in [(0, 6), (6, 7), (7, 8)] {
-            let mut o = b.alloc((e - a) * ch).unwrap();
-            b.short_conv(&buf(b, &x[a * ch..e * ch]), &wb, &mut st, e - a, dm, &mut o)
+            let n = (e - a) * ch;
+            let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
+            let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
+            let taps = [&wb[0], &wb[1], &wb[2]];
+            b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
                 .unwrap();
-            all.extend(b.read(&o, (e - a) * ch).unwrap());
+            for o in &o {
+                all.extend(b.read(o, n).unwrap());
+            }
         }
-        all.extend(b.read(&st, 3 * ch).unwrap());
+        for s in &st {
+            all.extend(b.read(s, 3 * ch).unwrap());
+        }
         all
     }
     assert_close(
@@ -763,6 +880,44 @@ fn moe_routing_and_experts_on_the_gpu() {
         &case.run(&c, &x, 70),
         prompt_nmse(&g),
     );
+}
+
+/// A decoded token's MoE of every block type: the fused router / shared expert products and the
+/// experts' gate and up in one dispatch (one kernel per type).
+#[test]
+fn moe_decode_every_type() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(14);
+    for ty in ALL_TYPES {
+        let case = MoeCase::new(ty, 256, 256, 8, 3, true, &mut r);
+        let x = r.vec(256, 1.0);
+        assert_close(
+            &format!("moe decode {ty}"),
+            &case.run(&g, &x, 1),
+            &case.run(&c, &x, 1),
+            F32_NMSE,
+        );
+    }
+}
+
+/// A decoded token's MoE with a shared expert is 9 dispatches: the F32 router, the shared gate
+/// and up, routing, expert gate and up, SwiGLU, expert down, shared SwiGLU, shared down,
+/// combine (was 11).
+#[test]
+fn moe_decode_dispatches() {
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    let mut r = Rng(15);
+    let case = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
+    let x = r.vec(256, 1.0);
+    g.set_profiling(true).unwrap();
+    let _ = case.run(&g, &x, 1);
+    let report = g.profile().unwrap();
+    let calls: u64 = report.iter().map(|k| k.calls).sum();
+    assert_eq!(calls, 9, "{report:?}");
+    assert!(report.iter().any(|k| k.name.starts_with("matmul_sel_pair")));
 }
 
 /// Recorded work stays in order: a write after a read of the same buffer does not overtake it.

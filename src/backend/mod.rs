@@ -203,6 +203,19 @@ pub trait Backend: Sync {
         t: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+    /// [`Backend::matmul`] of one input with each job's weight into the job's buffer.
+    /// Backends fuse the products where that saves passes (one launch for a decoded token's).
+    fn matmuls(
+        &self,
+        x: &Self::Buf,
+        t: usize,
+        jobs: &mut [(&Self::Weight<'_>, &mut Self::Buf)],
+    ) -> Result<()> {
+        for (w, out) in jobs.iter_mut() {
+            self.matmul(w, x, t, out)?;
+        }
+        Ok(())
+    }
     /// `out = w ⊙ x / sqrt(mean(x²) + eps)` per row of width `w`'s length.
     fn rms_norm(
         &self,
@@ -233,17 +246,18 @@ pub trait Backend: Sync {
     /// `acc ← acc + x` over the first `len` values.
     fn add(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> Result<()>;
 
-    /// Causal depthwise convolution then SiLU over `t` rows of `x` `[t, channels]`. The state
-    /// `[conv_kernel - 1, channels]` holds the inputs before the first row, oldest first, and is
-    /// advanced past the last row.
+    /// Causal depthwise convolution then SiLU of the q, k and v streams: stream `s` over `t`
+    /// rows of `x[s]` `[t, channels]` with taps `w[s]` into `out[s]`. Each state
+    /// `[conv_kernel - 1, channels]` holds its stream's inputs before the first row, oldest
+    /// first, and is advanced past the last row.
     fn short_conv(
         &self,
-        x: &Self::Buf,
-        w: &Self::Weight<'_>,
-        state: &mut Self::Buf,
+        x: [&Self::Buf; 3],
+        w: [&Self::Weight<'_>; 3],
+        state: &mut [Self::Buf; 3],
         t: usize,
         dims: KdaDims,
-        out: &mut Self::Buf,
+        out: &mut [Self::Buf; 3],
     ) -> Result<()>;
     /// In place: `g ← a[h] · softplus(g + dt_bias)` (`a` = −exp(A_log) per head) and
     /// `beta ← sigmoid(beta)`.

@@ -16,8 +16,7 @@ pub fn forward<B: Backend>(
     match w {
         FeedForward::Dense(w) => {
             let (mut gate, mut up) = (b.scratch(t * ff)?, b.scratch(t * ff)?);
-            b.matmul(&w.gate, x, t, &mut gate)?;
-            b.matmul(&w.up, x, t, &mut up)?;
+            b.matmuls(x, t, &mut [(&w.gate, &mut gate), (&w.up, &mut up)])?;
             b.swiglu(&mut gate, &up, t, ff)?;
             b.matmul(&w.down, &gate, t, out)?;
         }

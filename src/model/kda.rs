@@ -1,6 +1,6 @@
-//! A KDA layer (spec §3.1): projections, short conv + SiLU per stream, per-channel log-space
-//! forget gate and per-head beta, the delta rule (chunked for prompts, token loop for decode),
-//! gated RMSNorm, output projection.
+//! A KDA layer (spec §3.1): projections, short conv + SiLU of the q, k, v streams,
+//! per-channel log-space forget gate and per-head beta, the delta rule (chunked for prompts,
+//! token loop for decode), gated RMSNorm, output projection.
 
 use crate::backend::{Backend, KdaDims, KdaInputs};
 
@@ -31,23 +31,30 @@ pub fn forward<B: Backend>(
     let dm = dims(cfg);
     let c = dm.width();
 
-    let mut z = b.scratch(t * c)?;
-    let mut qkv = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
-    for (s, (proj, y)) in [&w.q, &w.k, &w.v]
-        .into_iter()
-        .zip(qkv.iter_mut())
-        .enumerate()
-    {
-        b.matmul(proj, x, t, &mut z)?;
-        b.short_conv(&z, &w.conv[s], &mut conv[s], t, dm, y)?;
-    }
-
-    let mut low = b.scratch(t * dm.head_dim)?;
-    let mut g = b.scratch(t * c)?;
-    b.matmul(&w.f_a, x, t, &mut low)?;
-    b.matmul(&w.f_b, &low, t, &mut g)?;
+    // Every projection of x first, so that a decoded token's run as one dispatch.
+    let mut z = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
+    let (mut f_low, mut g_low) = (b.scratch(t * dm.head_dim)?, b.scratch(t * dm.head_dim)?);
     let mut beta = b.scratch(t * dm.heads)?;
-    b.matmul(&w.beta, x, t, &mut beta)?;
+    {
+        let [zq, zk, zv] = &mut z;
+        b.matmuls(
+            x,
+            t,
+            &mut [
+                (&w.q, zq),
+                (&w.k, zk),
+                (&w.v, zv),
+                (&w.f_a, &mut f_low),
+                (&w.g_a, &mut g_low),
+                (&w.beta, &mut beta),
+            ],
+        )?;
+    }
+    let mut qkv = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
+    b.short_conv(z.each_ref(), w.conv.each_ref(), conv, t, dm, &mut qkv)?;
+
+    let mut g = b.scratch(t * c)?;
+    b.matmul(&w.f_b, &f_low, t, &mut g)?;
     b.kda_gate(&mut g, &mut beta, &w.dt_bias, &w.a, t, dm)?;
 
     let mut o = b.scratch(t * c)?;
@@ -64,10 +71,9 @@ pub fn forward<B: Backend>(
         b.kda_chunked(inputs, state, t, dm, &mut o)?;
     }
 
-    // The output gate reuses the projection scratch buffers.
-    b.matmul(&w.g_a, x, t, &mut low)?;
-    b.matmul(&w.g_b, &low, t, &mut z)?;
-    b.gated_rms_norm(&mut o, &z, &w.norm, cfg.rms_eps, t, dm)?;
+    // The output gate reuses a projection scratch buffer.
+    b.matmul(&w.g_b, &g_low, t, &mut z[0])?;
+    b.gated_rms_norm(&mut o, &z[0], &w.norm, cfg.rms_eps, t, dm)?;
     b.matmul(&w.out, &o, t, out)?;
     Ok(())
 }

@@ -33,8 +33,7 @@ pub fn forward<B: Backend>(
     let dm = dims(cfg);
     let mut q = b.scratch(t * dm.heads * (dm.nope + dm.rope))?;
     let mut kv = b.scratch(t * dm.cache_width())?;
-    b.matmul(&w.q, x, t, &mut q)?;
-    b.matmul(&w.kv_a, x, t, &mut kv)?;
+    b.matmuls(x, t, &mut [(&w.q, &mut q), (&w.kv_a, &mut kv)])?;
     let mut o = b.scratch(t * dm.heads * dm.v_dim)?;
     b.mla_attention(&q, &kv, &w.attn, latents, pos, t, dm, &mut o)?;
     b.matmul(&w.out, &o, t, out)?;

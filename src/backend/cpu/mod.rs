@@ -188,20 +188,28 @@ impl Backend for CpuBackend {
 
     fn short_conv(
         &self,
-        x: &Vec<f32>,
-        w: &CpuWeight<'_>,
-        state: &mut Vec<f32>,
+        x: [&Vec<f32>; 3],
+        w: [&CpuWeight<'_>; 3],
+        state: &mut [Vec<f32>; 3],
         t: usize,
         dims: KdaDims,
-        out: &mut Vec<f32>,
+        out: &mut [Vec<f32>; 3],
     ) -> Result<()> {
         let c = dims.width();
-        check_len(x, t * c)?;
-        check_len(out, t * c)?;
-        check_len(state, (dims.conv_kernel - 1) * c)?;
-        let w = w.values()?;
-        check_len(&w, dims.conv_kernel * c)?;
-        kda::short_conv(&x[..t * c], &w, state, dims, &mut out[..t * c]);
+        for s in 0..3 {
+            check_len(x[s], t * c)?;
+            check_len(&out[s], t * c)?;
+            check_len(&state[s], (dims.conv_kernel - 1) * c)?;
+            let taps = w[s].values()?;
+            check_len(&taps, dims.conv_kernel * c)?;
+            kda::short_conv(
+                &x[s][..t * c],
+                &taps,
+                &mut state[s],
+                dims,
+                &mut out[s][..t * c],
+            );
+        }
         Ok(())
     }
 

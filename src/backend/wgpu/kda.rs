@@ -1,6 +1,6 @@
-//! Dispatch math of the KDA ops: the short convolution (a thread per channel), the gates (a
-//! thread per value), and the delta rule (a workgroup per 32 value columns of a head,
-//! `shaders/kda_scan.wgsl`).
+//! Dispatch math of the KDA ops: the short convolutions (a thread per channel of the three
+//! streams), the gates (a thread per value), and the delta rule (a workgroup per 32 value
+//! columns of a head, `shaders/kda_scan.wgsl`).
 
 use super::kernels::{Kernel, KernelKey};
 use super::{
@@ -13,16 +13,19 @@ const MAX_HEAD_DIM: usize = 256;
 const SCAN_COLUMNS: usize = 32;
 /// Longest convolution the kernel's window array holds (MAX_PAST + 1).
 const MAX_CONV: usize = 8;
+/// Storage buffers the short conv binds: input, taps, state and output of three streams.
+const CONV_BINDINGS: u32 = 12;
 
 impl WgpuBackend {
+    /// The three streams' convolutions as one dispatch, a thread per channel of each.
     pub(super) fn short_conv_op(
         &self,
-        x: &WgpuBuf,
-        w: &WgpuWeight<'_>,
-        state: &mut WgpuBuf,
+        x: [&WgpuBuf; 3],
+        w: [&WgpuWeight<'_>; 3],
+        state: &mut [WgpuBuf; 3],
         t: usize,
         dims: KdaDims,
-        out: &mut WgpuBuf,
+        out: &mut [WgpuBuf; 3],
     ) -> Result<()> {
         let c = dims.width();
         let kw = dims.conv_kernel;
@@ -31,18 +34,31 @@ impl WgpuBackend {
                 "short conv of width {kw}: the kernel handles 1..={MAX_CONV}"
             )));
         }
-        check_len(x.len, t * c)?;
-        check_len(out.len, t * c)?;
-        check_len(state.len, (kw - 1) * c)?;
-        if w.n_elements() < kw * c {
-            return Err(w.shape_error(format!("[{kw}, 1, {c}]")));
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
+        if bindings < CONV_BINDINGS {
+            return Err(BackendError::Gpu(format!(
+                "the short conv binds {CONV_BINDINGS} storage buffers; the adapter allows {bindings}"
+            )));
         }
-        let taps = self.values(w)?;
+        for s in 0..3 {
+            check_len(x[s].len, t * c)?;
+            check_len(out[s].len, t * c)?;
+            check_len(state[s].len, (kw - 1) * c)?;
+            if w[s].n_elements() < kw * c {
+                return Err(w[s].shape_error(format!("[{kw}, 1, {c}]")));
+            }
+        }
+        let taps = [self.values(w[0])?, self.values(w[1])?, self.values(w[2])?];
+        let bufs: Vec<&wgpu::Buffer> = (x.iter().map(|b| &b.buf))
+            .chain(&taps)
+            .chain(state.iter().map(|b| &b.buf))
+            .chain(out.iter().map(|b| &b.buf))
+            .collect();
         self.run(
             KernelKey::plain(Kernel::ShortConv),
-            &[&x.buf, &taps, &state.buf, &out.buf],
+            &bufs,
             &[c as u32, t as u32, kw as u32, 0],
-            c.div_ceil(64),
+            (3 * c).div_ceil(64),
         )
     }
 

@@ -13,6 +13,10 @@ use crate::quant::GgmlType;
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
+const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
+const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
+const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
+const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -82,6 +86,13 @@ pub fn row_quantum(ty: GgmlType) -> usize {
     }
 }
 
+/// Most products one `matvecs` dispatch computes (its Params hold 8 jobs).
+pub const MAX_JOBS: usize = 8;
+
+/// `matvecs` bindings in the order the host passes buffers: x, w0.., y0.. (the uniform is 1).
+static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
+    [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
@@ -90,6 +101,10 @@ pub enum Kernel {
     MatmulCoop,
     MatmulGroupedCoop,
     Matvec,
+    /// Decode products of one input with this many weights (2..=MAX_JOBS).
+    Matvecs(u8),
+    /// `MatmulSel` of two weights (the MoE's expert gate and up).
+    MatmulSelPair,
     MatmulSel,
     Embed,
     RmsNorm,
@@ -133,7 +148,7 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" => &["TPR", "RT"],
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT"],
                 "kda_scan" => &["D"],
                 _ => &[],
             },
@@ -143,6 +158,21 @@ impl Kernel {
         match self {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
+            Kernel::Matvecs(n) => d(
+                MATVECS,
+                "matvecs",
+                true,
+                &MATVECS_STORAGE[..1 + 2 * n as usize],
+                1,
+            ),
+            // x, w0, w1, y0, y1, ids.
+            Kernel::MatmulSelPair => d(
+                MATMUL_SEL_PAIR,
+                "matmul_sel_pair",
+                true,
+                &[0, 2, 3, 4, 5, 31],
+                1,
+            ),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
             Kernel::MatmulCoop => d(MATMUL_COOP, "matmul_coop", true, &[0, 1, 2], 3),
             Kernel::MatmulGroupedCoop => {
@@ -156,7 +186,13 @@ impl Kernel {
             Kernel::Swiglu => d(ELEMENTWISE, "swiglu", false, &[0, 2], 3),
             Kernel::Add => d(ELEMENTWISE, "add", false, &[0, 2], 3),
             Kernel::Argmax => d(ELEMENTWISE, "argmax", false, &[0, 2], 3),
-            Kernel::ShortConv => d(KDA_CONV, "short_conv", false, &[0, 1, 2, 3], 4),
+            Kernel::ShortConv => d(
+                KDA_CONV,
+                "short_conv",
+                false,
+                &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+                12,
+            ),
             Kernel::KdaGate => d(KDA_GATE, "kda_gate", false, &[0, 1, 2, 3], 4),
             Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6], 7),
             Kernel::MlaAppend => d(MLA, "mla_append", false, &[0, 1, 2], 4),
@@ -258,18 +294,27 @@ impl Pipelines {
 }
 
 /// The WGSL module of `key`'s kernel.
-fn source(key: KernelKey) -> Result<String> {
-    let def = key.kernel.def();
+fn source(key: KernelKey, def: &Def) -> Result<String> {
     let prelude = key.kernel.prelude();
-    Ok(match (def.typed, key.ty) {
-        (true, Some(ty)) => {
-            let dec = decoder(ty).ok_or_else(|| {
-                BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry))
-            })?;
-            let dot = if def.product { dot_source(ty) } else { "" };
-            format!("{prelude}{COMMON}\n{dec}\n{dot}\n{}", def.source)
+    let typed = |ty| {
+        decoder(ty)
+            .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
+    };
+    Ok(match (key.kernel, def.typed, key.ty) {
+        (Kernel::Matvecs(n), _, Some(ty)) => {
+            fused_source(typed(ty)?, dot_source(ty), n.into(), MATVECS)
         }
-        (false, None) => format!("{prelude}{}", def.source),
+        (Kernel::MatmulSelPair, _, Some(ty)) => {
+            fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
+        }
+        (_, true, Some(ty)) if def.product => format!(
+            "{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
+            typed(ty)?,
+            dot_source(ty),
+            def.source
+        ),
+        (_, true, Some(ty)) => format!("{prelude}{COMMON}\n{}\n{}", typed(ty)?, def.source),
+        (_, false, None) => def.source.to_string(),
         _ => {
             return Err(BackendError::Gpu(format!(
                 "{}: kernel key {key:?} does not match the kernel",
@@ -279,9 +324,94 @@ fn source(key: KernelKey) -> Result<String> {
     })
 }
 
+/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`) for `jobs` weights of
+/// the type with decoder `dec` and dot file `dot`: the type's constants once, then per weight a
+/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`.
+fn fused_source(dec: &str, dot: &str, jobs: usize, entry: &str) -> String {
+    let helpers = format!(
+        "{COMMON}\n{}\n{}\n{ROWS_DOT}",
+        without_consts(dec),
+        without_consts(dot)
+    );
+    let mut s: String = dec
+        .lines()
+        .chain(dot.lines())
+        .filter(|l| l.starts_with("const "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for j in 0..jobs {
+        s += &rename_for_weight(&helpers, j);
+        s += &format!(
+            "@group(0) @binding({}) var<storage, read> w{j}: array<u32>;\n\
+             @group(0) @binding({}) var<storage, read_write> y{j}: array<f32>;\n",
+            2 + j,
+            2 + jobs + j
+        );
+    }
+    let cases = |body: &dyn Fn(usize) -> String| -> String {
+        (0..jobs)
+            .map(|j| format!("        case {j}u: {{ {} }}\n", body(j)))
+            .collect()
+    };
+    s += &format!(
+        "fn job_dot(j: u32, rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {{\n    \
+         var r = vec4<f32>(0.0);\n    switch j {{\n{}        default: {{}}\n    }}\n    \
+         return r;\n}}\n",
+        cases(&|j| format!("r = rows_dot_{j}(rb, klo, khi, xb0, lane);"))
+    );
+    s += &format!(
+        "fn job_store(j: u32, i: u32, v: f32) {{\n    switch j {{\n{}        \
+         default: {{}}\n    }}\n}}\n",
+        cases(&|j| format!("y{j}[i] = v;"))
+    );
+    format!("{s}{DECODE_REDUCE}\n{entry}")
+}
+
+fn without_consts(src: &str) -> String {
+    src.lines()
+        .filter(|l| !l.starts_with("const "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// `src` reading weight binding `w{j}` instead of `w`, with every function it defines (and
+/// every call of one) suffixed `_{j}`, so that copies for several weights coexist. Member
+/// accesses (`v.w`) and numbers (`4u`) are left alone.
+fn rename_for_weight(src: &str, j: usize) -> String {
+    let fns: Vec<&str> = src
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut rest = src;
+    let mut after_dot = false;
+    while let Some(c) = rest.chars().next() {
+        if !ident(c) {
+            after_dot = c == '.';
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let end = rest.find(|c| !ident(c)).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if !after_dot && word == "w" {
+            out += &format!("w{j}");
+        } else if !after_dot && fns.contains(&word) {
+            out += &format!("{word}_{j}");
+        } else {
+            out += word;
+        }
+        after_dot = false;
+        rest = &rest[end..];
+    }
+    out
+}
+
 fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
     let def = key.kernel.def();
-    let source = source(key)?;
+    let source = source(key, &def)?;
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
@@ -333,9 +463,40 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rename_for_weight_touches_the_binding_and_the_defined_functions_only() {
+        let src = "fn f(a: u32) -> u32 {\n    return w[a] + g(4u).w + h(a);\n}\n\
+                   fn g(p: u32) -> vec4<u32> { return vec4<u32>(w[p], ww, 0u, 1u); }\n";
+        let want = "fn f_3(a: u32) -> u32 {\n    return w3[a] + g_3(4u).w + h(a);\n}\n\
+                    fn g_3(p: u32) -> vec4<u32> { return vec4<u32>(w3[p], ww, 0u, 1u); }\n";
+        assert_eq!(rename_for_weight(src, 3), want);
+    }
+
+    #[test]
+    fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
+        let ty = GgmlType::Q4_K;
+        let s = fused_source(decoder(ty).unwrap(), dot_source(ty), 3, MATVECS);
+        for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
+            assert_eq!(s.matches(name).count(), 1, "{name}");
+        }
+        for j in 0..3 {
+            for f in [
+                "part_dot_rows",
+                "k4_scale_min",
+                "u32at",
+                "rows_dot",
+                "row_bytes",
+            ] {
+                assert!(s.contains(&format!("fn {f}_{j}(")), "{f}_{j}");
+            }
+            assert!(s.contains(&format!("var<storage, read> w{j}: array<u32>;")));
+        }
+        assert!(!s.contains("fn part_values("));
+    }
+
     /// Compiles `key`'s module to SPIR-V as wgpu would on an adapter with every capability.
     fn to_spirv(key: KernelKey) -> std::result::Result<Vec<u32>, String> {
-        let src = source(key).map_err(|e| e.to_string())?;
+        let src = source(key, &key.kernel.def()).map_err(|e| e.to_string())?;
         let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),

@@ -1,7 +1,8 @@
 //! Dispatch math of the quantized products (`shaders/matmul.wgsl`), one dispatch per weight
 //! part: a decoded token's products run 256 / TPR row groups per workgroup (`matvec`,
-//! `matmul_sel`), a prompt's tiles of 64 weight rows × 64 tokens per workgroup (on tensor cores
-//! through cooperative matrices where the adapter has them, `shaders/matmul_coop.wgsl`).
+//! `matmul_sel`; `matvecs` for several weights that read one input), a prompt's tiles of 64
+//! weight rows × 64 tokens per workgroup (on tensor cores through cooperative matrices where
+//! the adapter has them, `shaders/matmul_coop.wgsl`).
 
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
@@ -47,6 +48,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize) -> (KernelKey,
 }
 
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
+#[derive(Clone, Copy)]
 pub enum Select<'a> {
     /// `ids[pair]`: the routed expert (MoE).
     Ids(&'a wgpu::Buffer),
@@ -55,6 +57,7 @@ pub enum Select<'a> {
 }
 
 /// A product of `pairs` rows of `x` with one `per`-row matrix each, chosen by `select`.
+#[derive(Clone, Copy)]
 pub struct SelProduct<'a> {
     pub select: Select<'a>,
     /// Rows of each stacked matrix.
@@ -178,6 +181,75 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// `matmul_into` of `x` with each job's weight. A decoded token's products of weights
+    /// that share a block type and row length (and are one buffer each) run as one `matvecs`
+    /// dispatch per [`kernels::MAX_JOBS`]: each dispatch costs a launch and a barrier however
+    /// few rows it has.
+    pub(super) fn matmuls_into(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        jobs: &[(&WgpuWeight<'_>, &WgpuBuf)],
+    ) -> Result<()> {
+        let fusable = |a: &WgpuWeight<'_>, b: &WgpuWeight<'_>| {
+            t == 1 && a.ty == b.ty && a.ne[0] == b.ne[0] && a.parts.len() == 1 && b.parts.len() == 1
+        };
+        let mut done = vec![false; jobs.len()];
+        for i in 0..jobs.len() {
+            if done[i] {
+                continue;
+            }
+            let batch: Vec<_> = (i..jobs.len())
+                .filter(|&k| !done[k] && fusable(jobs[i].0, jobs[k].0))
+                .take(self.max_fused_jobs())
+                .collect();
+            match batch.as_slice() {
+                [] | [_] => {
+                    done[i] = true;
+                    self.matmul_into(jobs[i].0, x, t, jobs[i].1)?;
+                }
+                _ => {
+                    batch.iter().for_each(|&k| done[k] = true);
+                    let fused: Vec<_> = batch.iter().map(|&k| jobs[k]).collect();
+                    self.matvecs(x, &fused)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Products one `matvecs` dispatch may hold on this adapter: x and a weight and an output
+    /// per product must fit its storage bindings.
+    fn max_fused_jobs(&self) -> usize {
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        (bindings.saturating_sub(1) / 2).min(kernels::MAX_JOBS)
+    }
+
+    /// One token's products with 2..=MAX_JOBS single-part weights of one type and row length.
+    fn matvecs(&self, x: &WgpuBuf, jobs: &[(&WgpuWeight<'_>, &WgpuBuf)]) -> Result<()> {
+        let w0 = jobs[0].0;
+        let cols = w0.ne[0];
+        check_len(x.len, cols)?;
+        self.check_cols(w0, cols)?;
+        let total = jobs.iter().map(|(w, _)| w.rows()).sum();
+        let (key, rpw) = decode_kernel(Kernel::Matvecs(jobs.len() as u8), w0, total);
+        // cols, jobs, padding, then rows and workgroup ends per job (see `shaders/matvecs.wgsl`).
+        let mut params = [0u32; 4 + 2 * kernels::MAX_JOBS];
+        params[..2].copy_from_slice(&[cols as u32, jobs.len() as u32]);
+        let mut end = 0;
+        for (j, (w, y)) in jobs.iter().enumerate() {
+            check_len(y.len, w.rows())?;
+            end += w.rows().div_ceil(rpw);
+            params[4 + j] = w.rows() as u32;
+            params[4 + kernels::MAX_JOBS + j] = end as u32;
+        }
+        let bufs: Vec<&wgpu::Buffer> = std::iter::once(&x.buf)
+            .chain(jobs.iter().map(|(w, _)| &w.parts[0].buf))
+            .chain(jobs.iter().map(|(_, y)| &y.buf))
+            .collect();
+        self.run(key, &bufs, &params, end)
+    }
+
     /// The products of [`SelProduct`]: `y[p * y_stride + r] = W_{sel(p)}[r] · x[p / x_div]`.
     pub(super) fn matmul_sel(
         &self,
@@ -210,6 +282,39 @@ impl WgpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// [`Self::matmul_sel`] of `x` with two weights of one type and shape under one
+    /// `Select::Ids` selection into `y[0]`, `y[1]`: one dispatch where each weight is one buffer
+    /// (a decoded token's expert gate and up), else one each.
+    pub(super) fn matmul_sel_pair(
+        &self,
+        w: [&WgpuWeight<'_>; 2],
+        s: SelProduct<'_>,
+        x: &wgpu::Buffer,
+        y: [&wgpu::Buffer; 2],
+    ) -> Result<()> {
+        let whole = |w: &WgpuWeight<'_>| w.parts.len() == 1;
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
+        let fusable = w[0].ty == w[1].ty && w[0].ne == w[1].ne && whole(w[0]) && whole(w[1]);
+        let (Select::Ids(ids), true, true) = (s.select, fusable, bindings >= 6) else {
+            self.matmul_sel(w[0], s, x, y[0])?;
+            return self.matmul_sel(w[1], s, x, y[1]);
+        };
+        if s.per == 0 || !w[0].rows().is_multiple_of(s.per) {
+            return Err(w[0].shape_error(format!("matrices of {} rows", s.per)));
+        }
+        self.check_cols(w[0], s.x_stride)?;
+        let (key, rpw) = decode_kernel(Kernel::MatmulSelPair, w[0], 2 * s.per * s.pairs);
+        let params =
+            [w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride].map(|v| v as u32);
+        self.run_shaped(
+            key,
+            Some(w[0].ne),
+            &[x, &w[0].parts[0].buf, &w[1].parts[0].buf, y[0], y[1], ids],
+            &params,
+            2 * s.per.div_ceil(rpw) * s.pairs,
+        )
     }
 
     /// The products of a prompt's MoE: [`SelProduct`] with `Select::Ids`, computed expert by

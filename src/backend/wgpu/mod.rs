@@ -565,6 +565,16 @@ impl Backend for WgpuBackend {
         self.matmul_into(w, x, t, out)
     }
 
+    fn matmuls(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        jobs: &mut [(&WgpuWeight<'_>, &mut WgpuBuf)],
+    ) -> Result<()> {
+        let jobs: Vec<_> = jobs.iter().map(|(w, y)| (*w, &**y)).collect();
+        self.matmuls_into(x, t, &jobs)
+    }
+
     fn rms_norm(
         &self,
         x: &WgpuBuf,
@@ -630,12 +640,12 @@ impl Backend for WgpuBackend {
 
     fn short_conv(
         &self,
-        x: &WgpuBuf,
-        w: &WgpuWeight<'_>,
-        state: &mut WgpuBuf,
+        x: [&WgpuBuf; 3],
+        w: [&WgpuWeight<'_>; 3],
+        state: &mut [WgpuBuf; 3],
         t: usize,
         dims: KdaDims,
-        out: &mut WgpuBuf,
+        out: &mut [WgpuBuf; 3],
     ) -> Result<()> {
         self.short_conv_op(x, w, state, t, dims, out)
     }

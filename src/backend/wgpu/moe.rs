@@ -1,8 +1,9 @@
-//! Dispatch math of the MoE: router product, routing on the GPU (`moe_route` writes the chosen
-//! expert ids and weights to a buffer), the chosen experts' gate/up/down products as one
-//! dispatch each over all (token, slot) pairs (only the chosen experts' rows are read; a
-//! prompt's pairs are first grouped by expert so that each expert's rows are read once per
-//! tile of pairs), the shared expert, and the weighted sum.
+//! Dispatch math of the MoE: router product (with the shared expert's gate and up), routing
+//! on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
+//! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
+//! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
+//! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
+//! and the weighted sum.
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -46,8 +47,20 @@ impl WgpuBackend {
             return Ok(());
         }
 
+        // The router and the shared expert's gate and up all read x: one dispatch when decoding.
         let logits = self.scratch(t * n_expert)?;
-        self.matmul_into(&w.router, x, t, &logits)?;
+        let shared = match &w.shared {
+            Some(sh) => {
+                let sff = sh.gate.rows();
+                Some((sh, self.scratch(t * sff)?, self.scratch(t * sff)?))
+            }
+            None => None,
+        };
+        let mut jobs = vec![(&w.router, &logits)];
+        if let Some((sh, g, u)) = &shared {
+            jobs.extend([(&sh.gate, g), (&sh.up, u)]);
+        }
+        self.matmuls_into(x, t, &jobs)?;
         let bias = self.values(&w.bias)?;
         let (ids, wts) = (self.scratch(t * k)?, self.scratch(t * k)?);
         let params = [
@@ -98,8 +111,17 @@ impl WgpuBackend {
             x_stride: hidden,
             y_stride: per,
         };
-        product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
-        product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        if groups.is_some() {
+            product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
+            product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+        } else {
+            self.matmul_sel_pair(
+                [&w.experts.gate, &w.experts.up],
+                gate_up(ff),
+                &x.buf,
+                [&gate.buf, &up.buf],
+            )?;
+        }
         self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
         let ys = self.scratch(pairs * hidden)?;
         product(
@@ -116,14 +138,10 @@ impl WgpuBackend {
             &ys.buf,
         )?;
 
-        match &w.shared {
-            Some(sh) => {
-                let sff = sh.gate.rows();
-                let (g, u) = (self.scratch(t * sff)?, self.scratch(t * sff)?);
-                self.matmul_into(&sh.gate, x, t, &g)?;
-                self.matmul_into(&sh.up, x, t, &u)?;
-                self.swiglu_bufs(&g.buf, &u.buf, t * sff)?;
-                self.matmul_into(&sh.down, &g, t, out)?;
+        match &shared {
+            Some((sh, g, u)) => {
+                self.swiglu_bufs(&g.buf, &u.buf, t * sh.gate.rows())?;
+                self.matmul_into(&sh.down, g, t, out)?;
             }
             None => self
                 .rec()

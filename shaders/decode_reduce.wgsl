@@ -1,0 +1,26 @@
+// The decode products' workgroup shape and the reduction of each row group's partial sums
+// (`matvec`, `matmul_sel`, `matvecs`).
+
+// Threads per row group: a power of two up to 64, chosen by the host per weight shape. Each
+// thread serves RT consecutive rows, so that the activations it loads serve RT rows (4 bytes
+// per value against half a byte of Q4_K), where the matrix has rows enough to keep the GPU
+// busy with RT > 1.
+override TPR: u32 = 16u;
+const MV_WG: u32 = 256u;
+// 1 to 4.
+override RT: u32 = 4u;
+override RPW: u32 = MV_WG / TPR * RT;
+
+var<workgroup> mred: array<vec4<f32>, MV_WG>;
+
+// Sums the TPR partial sums of each row group; the group's lane 0 gets the totals.
+fn reduce_rows(li: u32, v: vec4<f32>) -> vec4<f32> {
+    mred[li] = v;
+    for (var step = TPR / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if li % TPR < step {
+            mred[li] += mred[li + step];
+        }
+    }
+    return mred[li];
+}

@@ -1,0 +1,43 @@
+// Two `matmul_sel` products with one selection in one dispatch (a decoded token's MoE expert
+// gate and up): y_j[pair · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div] for j = 0, 1,
+// each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is (renamed
+// helpers per weight, `job_dot` / `job_store`); the first half of the workgroups serve W_0.
+
+struct Params {
+    cols: u32,
+    pairs: u32,
+    per: u32,
+    x_div: u32,
+    x_stride: u32,
+    y_stride: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(31) var<storage, read> ids: array<u32>;
+
+@compute @workgroup_size(256)
+fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let groups = (p.per + RPW - 1u) / RPW;
+    let j = lin / (groups * p.pairs);
+    if j >= 2u {
+        return;
+    }
+    let q = lin % (groups * p.pairs);
+    let pair = q / groups;
+    let r = (q % groups) * RPW + (li / TPR) * RT;
+    let lane = li % TPR;
+    let n = min(RT, max(p.per, r) - r);
+    var acc = vec4<f32>(0.0);
+    if n > 0u {
+        let grow = ids[pair] * p.per + r;
+        acc = job_dot(j, grow * row_bytes_0(), 0u, n, (pair / p.x_div) * p.x_stride / 4u, lane);
+    }
+    let s = reduce_rows(li, acc);
+    if lane == 0u {
+        for (var k = 0u; k < n; k++) {
+            job_store(j, pair * p.y_stride + r + k, s[k]);
+        }
+    }
+}
