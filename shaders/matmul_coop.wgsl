@@ -29,16 +29,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 const TK: u32 = 128u;
+// Row stride of the tiles: 16 bytes of padding spread the threads' stores over the banks.
+const TKP: u32 = TK + 8u;
 const WG: u32 = 256u;
 // Row blocks of 16 in a tile; each subgroup owns one, and NB token blocks of 16 of it.
 const RB: u32 = TM / 16u;
 const NB: u32 = TN / 16u / (8u / RB);
+// Weight parts (PV = 32 values for every block type) and activation vec4s per thread and step.
+const WPARTS: u32 = TM * (TK / PV) / WG;
+const XVECS: u32 = TN * (TK / 4u) / WG;
 // Largest f16.
 const F16_MAX: f32 = 65504.0;
 
-// [row][k] and [token][k]: A loads row-major, B (k × token) column-major, both stride TK.
-var<workgroup> wt: array<f16, TM * TK>;
-var<workgroup> xt: array<f16, TN * TK>;
+// [row][k] and [token][k]: A loads row-major, B (k × token) column-major, both stride TKP.
+var<workgroup> wt: array<f16, TM * TKP>;
+var<workgroup> xt: array<f16, TN * TKP>;
 // Each subgroup's finished 16×16 block, column-major, on its way to the output rows.
 var<workgroup> stage: array<f32, 2048>;
 var<workgroup> xrow: array<u32, TN>;
@@ -49,37 +54,49 @@ fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
 }
 
+fn to_f16(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+}
+
 // Decodes rows wrow0.. (wrows exist) and stages the tile tokens (ntok exist), values k0..k0+TK;
-// what lies outside is zero.
+// what lies outside is zero. Every global read is issued before the first workgroup store, so
+// that a thread has them all in flight at once (a load-store loop waits out each one).
 fn load_tiles(li: u32, k0: u32, wrow0: u32, wrows: u32, ntok: u32) {
     let per_row = TK / PV;
     let rbytes = row_bytes();
-    for (var q = li; q < TM * per_row; q += WG) {
+    var wv: array<array<vec4<f32>, PV4>, WPARTS>;
+    for (var j = 0u; j < WPARTS; j++) {
+        let q = li + j * WG;
         let r = q / per_row;
-        let pp = q % per_row;
-        let kv = k0 + pp * PV;
-        var v: array<vec4<f32>, PV4>;
+        let kv = k0 + (q % per_row) * PV;
         if r < wrows && kv < p.cols {
-            v = part_values((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
-        }
-        for (var i = 0u; i < PV4; i++) {
-            let at = r * TK + pp * PV + 4u * i;
-            let h = vec4<f16>(clamp(v[i], vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-            wt[at] = h.x;
-            wt[at + 1u] = h.y;
-            wt[at + 2u] = h.z;
-            wt[at + 3u] = h.w;
+            wv[j] = part_values((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
         }
     }
-    for (var q = li; q < TN * (TK / 4u); q += WG) {
+    var xv: array<vec4<f32>, XVECS>;
+    for (var j = 0u; j < XVECS; j++) {
+        let q = li + j * WG;
         let tok = q / (TK / 4u);
         let c4 = q % (TK / 4u);
-        var v = vec4<f32>(0.0);
         if tok < ntok && k0 + 4u * c4 < p.cols {
-            v = x[(p.x_off + xrow[tok] * p.x_stride + k0) / 4u + c4];
+            xv[j] = x[(p.x_off + xrow[tok] * p.x_stride + k0) / 4u + c4];
         }
-        let at = tok * TK + 4u * c4;
-        let h = vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+    }
+    for (var j = 0u; j < WPARTS; j++) {
+        let q = li + j * WG;
+        let row_at = (q / per_row) * TKP + (q % per_row) * PV;
+        for (var i = 0u; i < PV4; i++) {
+            let h = to_f16(wv[j][i]);
+            wt[row_at + 4u * i] = h.x;
+            wt[row_at + 4u * i + 1u] = h.y;
+            wt[row_at + 4u * i + 2u] = h.z;
+            wt[row_at + 4u * i + 3u] = h.w;
+        }
+    }
+    for (var j = 0u; j < XVECS; j++) {
+        let q = li + j * WG;
+        let at = (q / (TK / 4u)) * TKP + 4u * (q % (TK / 4u));
+        let h = to_f16(xv[j]);
         xt[at] = h.x;
         xt[at + 1u] = h.y;
         xt[at + 2u] = h.z;
@@ -102,19 +119,19 @@ fn write_blocks(li: u32, j: u32, col0: u32, wrows: u32, ntok: u32) {
 
 // The tile of rows wrow0.. of the part × the tokens in xrow, into output columns col0...
 fn coop_tile(li: u32, sg: u32, wrow0: u32, wrows: u32, ntok: u32, col0: u32) {
-    let a_at = (sg % RB) * 16u * TK;
-    let b_at = (sg / RB) * NB * 16u * TK;
+    let a_at = (sg % RB) * 16u * TKP;
+    let b_at = (sg / RB) * NB * 16u * TKP;
     var acc0 = coop_mat16x16<f32, C>();
     var acc1 = coop_mat16x16<f32, C>();
     for (var k0 = 0u; k0 < p.cols; k0 += TK) {
         load_tiles(li, k0, wrow0, wrows, ntok);
         workgroupBarrier();
         for (var ks = 0u; ks < TK; ks += 16u) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[a_at + ks], TK);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + ks], TK);
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[a_at + ks], TKP);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + ks], TKP);
             acc0 = coopMultiplyAdd(a, b0, acc0);
             if NB > 1u {
-                let b1 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + 16u * TK + ks], TK);
+                let b1 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + 16u * TKP + ks], TKP);
                 acc1 = coopMultiplyAdd(a, b1, acc1);
             }
         }

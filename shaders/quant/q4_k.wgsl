@@ -21,11 +21,12 @@ fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
     let sm = k4_scale_min(wb + 4u, p);
     let dl = dm.x * sm.x;
     let ml = dm.y * sm.y;
-    let shift = vec4<u32>(4u * (p & 1u));
-    let q0 = wb + 16u + 32u * (p / 2u);
+    let shift = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (p & 1u);
+    // Blocks of 144 bytes are 4-byte aligned: plain word loads, all independent.
+    let q0 = (wb + 16u + 32u * (p / 2u)) >> 2u;
     var o: array<vec4<f32>, PV4>;
     for (var i = 0u; i < 8u; i++) {
-        let q = (b4(q0 + 4u * i) >> shift) & vec4<u32>(15u);
+        let q = (vec4<u32>(w[q0 + i]) >> shift) & vec4<u32>(15u);
         o[i] = dl * vec4<f32>(q) - ml;
     }
     return o;

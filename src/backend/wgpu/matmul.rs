@@ -115,10 +115,13 @@ impl Params {
 }
 
 impl WgpuBackend {
-    /// The tiled prompt product `kernel` (`Matmul` or `MatmulGrouped`) or its
-    /// cooperative-matrix version where the adapter has one, with its tile (weight rows, tokens).
-    fn prompt_kernel(&self, kernel: Kernel) -> (Kernel, (usize, usize)) {
-        match (kernel, self.ctx.coop_matrix) {
+    /// The tiled prompt product `kernel` (`Matmul` or `MatmulGrouped`) for weights of `ty`,
+    /// with its tile (weight rows, tokens): on cooperative matrices where the adapter has them,
+    /// for block-quantized weights (whose quantization error dwarfs f16 rounding) unless the
+    /// product must be `exact` (f32 operands).
+    fn prompt_kernel(&self, kernel: Kernel, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
+        let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        match (kernel, self.ctx.coop_matrix && !float && !exact) {
             (Kernel::Matmul, true) => (Kernel::MatmulCoop, COOP_TILE),
             (Kernel::MatmulGrouped, true) => (Kernel::MatmulGroupedCoop, COOP_GROUPED_TILE),
             _ => (kernel, (TILE_ROWS, TILE_TOKENS)),
@@ -144,6 +147,19 @@ impl WgpuBackend {
         t: usize,
         out: &WgpuBuf,
     ) -> Result<()> {
+        self.matmul_into_with(w, x, t, out, false)
+    }
+
+    /// [`Self::matmul_into`], with f32 operands throughout where `exact` (a product whose
+    /// result feeds a discontinuous choice, like the MoE router's).
+    pub(super) fn matmul_into_with(
+        &self,
+        w: &WgpuWeight<'_>,
+        x: &WgpuBuf,
+        t: usize,
+        out: &WgpuBuf,
+        exact: bool,
+    ) -> Result<()> {
         let (cols, rows) = (w.ne[0], w.rows());
         check_len(x.len, t * cols)?;
         check_len(out.len, t * rows)?;
@@ -164,7 +180,7 @@ impl WgpuBackend {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
                 (key, part.rows.div_ceil(rpw))
             } else {
-                let (kernel, tile) = self.prompt_kernel(Kernel::Matmul);
+                let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
                 (
                     KernelKey::typed(kernel, w.ty),
                     part.rows.div_ceil(tile.0) * t.div_ceil(tile.1),
@@ -335,7 +351,7 @@ impl WgpuBackend {
             return Ok(None);
         }
         self.check_cols(w, s.x_stride)?;
-        let (kernel, (tile_rows, _)) = self.prompt_kernel(Kernel::MatmulGrouped);
+        let (kernel, (tile_rows, _)) = self.prompt_kernel(Kernel::MatmulGrouped, w.ty, false);
         for part in &w.parts {
             let params = Params::sel(w, s, 0, n_expert as u32).for_part(part);
             self.run_shaped(

@@ -56,7 +56,14 @@ impl WgpuBackend {
             }
             None => None,
         };
-        let mut jobs = vec![(&w.router, &logits)];
+        let mut jobs = Vec::new();
+        if t == 1 {
+            jobs.push((&w.router, &logits));
+        } else {
+            // A prompt's router product keeps f32 operands: f16 rounding would flip near-tied
+            // expert choices.
+            self.matmul_into_with(&w.router, x, t, &logits, true)?;
+        }
         if let Some((sh, g, u)) = &shared {
             jobs.extend([(&sh.gate, g), (&sh.up, u)]);
         }
