@@ -1,10 +1,13 @@
-// The prompt products of matmul.wgsl (`matmul`, `matmul_grouped`) on cooperative matrices
-// (tensor cores): per step of TK values the workgroup decodes its TM weight rows to f16 in
-// workgroup memory and stages its TN tokens' activations as f16 beside them; its 8 subgroups
-// then multiply 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16
-// cooperative matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its
-// own module because the `enable` directives must open it. The host prepends TM and TN:
-// 64 × 64 for dense products, 128 × 16 for a prompt's experts (about 16 pairs each).
+// The dense prompt product of matmul.wgsl (`matmul`) on cooperative matrices (tensor cores):
+// per step of TK values the workgroup decodes its TM weight rows to f16 in workgroup memory and
+// stages its TN tokens' activations as f16 beside them; its 8 subgroups then multiply
+// 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16 cooperative
+// matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its own module
+// because the `enable` directives must open it. The host prepends the tile, TM × TN.
+//
+// A prompt's expert products (`matmul_grouped`) stay on the f32 tiles: a grouped version of
+// this kernel gave wrong sums for weight rows past 64 on an H100 (any tile shape, with or
+// without a loop over the expert's pairs) while this one is exact, and it was no faster.
 
 // The same parameters and bindings as matmul.wgsl.
 struct Params {
@@ -26,7 +29,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 const TK: u32 = 128u;
 // Row stride of the tiles: 16 bytes of padding spread the threads' stores over the banks.
@@ -48,7 +50,6 @@ var<workgroup> xt: array<f16, TN * TKP>;
 var<workgroup> stage: array<f32, 2048>;
 var<workgroup> xrow: array<u32, TN>;
 var<workgroup> yrow: array<u32, TN>;
-var<workgroup> span: vec2<u32>;
 
 fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
@@ -163,34 +164,4 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     workgroupBarrier();
     coop_tile(li, sg, row0, min(TM, p.rows - row0), min(TN, p.t - tok0), p.row0 + row0);
-}
-
-// As matmul_grouped: ids holds the pair indices grouped by expert (p.t of them), then each
-// expert's start in that list (p.heads + 1 values).
-@compute @workgroup_size(256)
-fn matmul_grouped_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
-    let lin = wid.x + wid.y * nwg.x;
-    let row_tiles = (p.per + TM - 1u) / TM;
-    let e = lin / row_tiles;
-    let r0 = (lin % row_tiles) * TM;
-    let grow = e * p.per;
-    if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
-        return;
-    }
-    if li == 0u {
-        span = vec2<u32>(ids[p.t + e], ids[p.t + e + 1u]);
-    }
-    let se = workgroupUniformLoad(&span);
-    let wrows = min(TM, p.per - r0);
-    for (var c0 = se.x; c0 < se.y; c0 += TN) {
-        let ntok = min(TN, se.y - c0);
-        if li < ntok {
-            let pair = ids[c0 + li];
-            xrow[li] = pair / p.x_div;
-            yrow[li] = pair;
-        }
-        workgroupBarrier();
-        coop_tile(li, sg, grow - p.row0 + r0, wrows, ntok, r0);
-        workgroupBarrier();
-    }
 }

@@ -992,6 +992,9 @@ fn moe_prompt_products_of_several_tiles() {
             report.push((format!("moe {ty} {hidden}x{ff} shared {shared} t={t}"), e));
         }
     }
-    let bad: Vec<_> = report.iter().filter(|(_, e)| *e > prompt_nmse(&g)).collect();
+    let bad: Vec<_> = report
+        .iter()
+        .filter(|(_, e)| *e > prompt_nmse(&g))
+        .collect();
     assert!(bad.is_empty(), "NMSE above {:e}: {bad:?}", prompt_nmse(&g));
 }

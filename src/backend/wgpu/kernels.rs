@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::super::{BackendError, Result};
-use super::matmul::{COOP_GROUPED_TILE, COOP_TILE};
+use super::matmul::{COOP_TILE, GROUPED_TILE, TILE};
 use crate::quant::GgmlType;
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -97,9 +97,8 @@ static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
 pub enum Kernel {
     Matmul,
     MatmulGrouped,
-    /// `Matmul` and `MatmulGrouped` on cooperative matrices (`Context::coop_matrix`).
+    /// `Matmul` on cooperative matrices (`Context::coop_matrix`).
     MatmulCoop,
-    MatmulGroupedCoop,
     Matvec,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
@@ -175,9 +174,6 @@ impl Kernel {
             ),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
             Kernel::MatmulCoop => d(MATMUL_COOP, "matmul_coop", true, &[0, 1, 2], 3),
-            Kernel::MatmulGroupedCoop => {
-                d(MATMUL_COOP, "matmul_grouped_coop", true, &[0, 1, 2, 4], 3)
-            }
             Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
             Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
@@ -209,17 +205,19 @@ impl Kernel {
         self.def().entry
     }
 
-    /// What opens the kernel's module: the cooperative-matrix kernels' `enable` directives and
-    /// tile shape (TM weight rows × TN tokens).
+    /// What opens the kernel's module: the tile shape (TM weight rows × TN tokens) of the
+    /// tiled products, after the `enable` directives of the cooperative-matrix one.
     fn prelude(self) -> String {
-        let coop = |(tm, tn): (usize, usize)| {
-            format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {tm}u;\nconst TN: u32 = {tn}u;\n"
-            )
-        };
+        let tile =
+            |(tm, tn): (usize, usize)| format!("const TM: u32 = {tm}u;\nconst TN: u32 = {tn}u;\n");
         match self {
-            Kernel::MatmulCoop => coop(COOP_TILE),
-            Kernel::MatmulGroupedCoop => coop(COOP_GROUPED_TILE),
+            Kernel::MatmulCoop => format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{}",
+                tile(COOP_TILE)
+            ),
+            Kernel::MatmulGrouped => tile(GROUPED_TILE),
+            // The decode products share matmul.wgsl, whose tile functions they do not call.
+            Kernel::Matmul | Kernel::Matvec | Kernel::MatmulSel => tile(TILE),
             _ => String::new(),
         }
     }
@@ -308,7 +306,7 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
             fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
         }
         (_, true, Some(ty)) if def.product => format!(
-            "{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
+            "{prelude}{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
             typed(ty)?,
             dot_source(ty),
             def.source
@@ -516,16 +514,14 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
-    /// The cooperative-matrix kernels run only on GPUs CI does not have; this at least
-    /// proves they compile, for every block type.
+    /// The cooperative-matrix kernel runs only on GPUs CI does not have; this at least proves
+    /// it compiles, for every block type.
     #[test]
-    fn cooperative_matrix_kernels_compile_for_every_type() {
-        for kernel in [Kernel::MatmulCoop, Kernel::MatmulGroupedCoop] {
-            for ty in SUPPORTED {
-                let key = KernelKey::typed(kernel, ty);
-                if let Err(e) = to_spirv(key) {
-                    panic!("{}: {e}", key.label());
-                }
+    fn cooperative_matrix_kernel_compiles_for_every_type() {
+        for ty in SUPPORTED {
+            let key = KernelKey::typed(Kernel::MatmulCoop, ty);
+            if let Err(e) = to_spirv(key) {
+                panic!("{}: {e}", key.label());
             }
         }
     }

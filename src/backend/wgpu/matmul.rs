@@ -8,14 +8,14 @@ use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
 
-/// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader).
-const TILE_ROWS: usize = 64;
-const TILE_TOKENS: usize = 64;
-/// The tiles (weight rows, tokens) of `shaders/matmul_coop.wgsl`, its TM and TN: dense
-/// products, and a prompt's experts, which get about 16 pairs each. Its 8 subgroups of 32 hold
-/// 16 × 16 blocks: TM / 16 of them must divide 8.
+/// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader; 256 threads of
+/// 4 × 4 each, so TM × TN = 4096), and of a `matmul_grouped` one: a prompt's experts get about
+/// 16 pairs each, so their tiles are taller and narrower.
+pub const TILE: (usize, usize) = (64, 64);
+pub const GROUPED_TILE: (usize, usize) = (128, 32);
+/// The tile (weight rows, tokens) of `shaders/matmul_coop.wgsl`, its TM and TN. Its 8
+/// subgroups of 32 hold 16 × 16 blocks: TM / 16 must divide 8.
 pub const COOP_TILE: (usize, usize) = (64, 64);
-pub const COOP_GROUPED_TILE: (usize, usize) = (128, 16);
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
 /// Workgroups a decode product needs before its threads serve several rows each: enough
@@ -115,16 +115,15 @@ impl Params {
 }
 
 impl WgpuBackend {
-    /// The tiled prompt product `kernel` (`Matmul` or `MatmulGrouped`) for weights of `ty`,
-    /// with its tile (weight rows, tokens): on cooperative matrices where the adapter has them,
-    /// for block-quantized weights (whose quantization error dwarfs f16 rounding) unless the
-    /// product must be `exact` (f32 operands).
-    fn prompt_kernel(&self, kernel: Kernel, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
+    /// The dense prompt product for weights of `ty`, with its tile (weight rows, tokens): on
+    /// cooperative matrices where the adapter has them, for block-quantized weights (whose
+    /// quantization error dwarfs f16 rounding) unless the product must be `exact`.
+    fn prompt_kernel(&self, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        match (kernel, self.ctx.coop_matrix && !float && !exact) {
-            (Kernel::Matmul, true) => (Kernel::MatmulCoop, COOP_TILE),
-            (Kernel::MatmulGrouped, true) => (Kernel::MatmulGroupedCoop, COOP_GROUPED_TILE),
-            _ => (kernel, (TILE_ROWS, TILE_TOKENS)),
+        if self.ctx.coop_matrix && !float && !exact {
+            (Kernel::MatmulCoop, COOP_TILE)
+        } else {
+            (Kernel::Matmul, TILE)
         }
     }
 
@@ -180,7 +179,7 @@ impl WgpuBackend {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
                 (key, part.rows.div_ceil(rpw))
             } else {
-                let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
+                let (kernel, tile) = self.prompt_kernel(w.ty, exact);
                 (
                     KernelKey::typed(kernel, w.ty),
                     part.rows.div_ceil(tile.0) * t.div_ceil(tile.1),
@@ -351,15 +350,14 @@ impl WgpuBackend {
             return Ok(None);
         }
         self.check_cols(w, s.x_stride)?;
-        let (kernel, (tile_rows, _)) = self.prompt_kernel(Kernel::MatmulGrouped, w.ty, false);
         for part in &w.parts {
             let params = Params::sel(w, s, 0, n_expert as u32).for_part(part);
             self.run_shaped(
-                KernelKey::typed(kernel, w.ty),
+                KernelKey::typed(Kernel::MatmulGrouped, w.ty),
                 Some(w.ne),
                 &[&part.buf, x, y, groups],
                 &params,
-                n_expert * s.per.div_ceil(tile_rows),
+                n_expert * s.per.div_ceil(GROUPED_TILE.0),
             )?;
         }
         Ok(Some(()))
