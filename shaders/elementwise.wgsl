@@ -59,11 +59,7 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 // acc ← acc + src0, then dst = src1 ⊙ acc / sqrt(mean(acc²) + eps), one workgroup per row of
-// n: the residual add and the next norm in one pass. Rows of up to HELD values per thread keep
-// their sums in registers, so that every load is issued before the first store (storage
-// buffers may alias: a store between loads would wait out each load in turn).
-const HELD: u32 = 16u;
-
+// n: the residual add and the next norm in one pass.
 @compute @workgroup_size(256)
 fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row = lin_id(wid, nwg);
@@ -72,25 +68,6 @@ fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     let b = row * p.n;
     var ss = 0.0;
-    if p.n <= HELD * WG {
-        var v: array<f32, HELD>;
-        for (var k = 0u; k < HELD; k++) {
-            let i = li + k * WG;
-            if i < p.n {
-                v[k] = acc[b + i] + src0[b + i];
-                ss += v[k] * v[k];
-            }
-        }
-        let inv = 1.0 / sqrt(sum_all(ss, li) / f32(p.n) + p.eps);
-        for (var k = 0u; k < HELD; k++) {
-            let i = li + k * WG;
-            if i < p.n {
-                acc[b + i] = v[k];
-                dst[b + i] = src1[i] * (v[k] * inv);
-            }
-        }
-        return;
-    }
     for (var i = li; i < p.n; i += WG) {
         let v = acc[b + i] + src0[b + i];
         acc[b + i] = v;
