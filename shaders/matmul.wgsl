@@ -38,7 +38,8 @@ struct Params {
 // each thread then accumulates 4 rows × 4 tokens from vec4 reads of both tiles.
 // `matmul` tiles one matrix over consecutive tokens; `matmul_grouped` (a prompt's MoE) tiles
 // each expert over the (token, slot) pairs routed to it, listed by `moe_group`.
-// TM and TN come from the host (`Kernel::prelude`): TM / 4 × TN / 4 = 256 threads.
+const TM: u32 = 64u;
+const TN: u32 = 64u;
 const TK: u32 = 32u;
 
 // [k][row] and [k][token], so that a thread's 4 rows (4 tokens) are one vec4.

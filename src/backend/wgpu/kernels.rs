@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::super::{BackendError, Result};
-use super::matmul::{COOP_TILE, GROUPED_TILE, TILE};
+use super::matmul::COOP_TILE;
 use crate::quant::GgmlType;
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -205,19 +205,14 @@ impl Kernel {
         self.def().entry
     }
 
-    /// What opens the kernel's module: the tile shape (TM weight rows × TN tokens) of the
-    /// tiled products, after the `enable` directives of the cooperative-matrix one.
+    /// What opens the kernel's module: the cooperative-matrix kernel's `enable` directives
+    /// and tile shape (TM weight rows × TN tokens).
     fn prelude(self) -> String {
-        let tile =
-            |(tm, tn): (usize, usize)| format!("const TM: u32 = {tm}u;\nconst TN: u32 = {tn}u;\n");
         match self {
             Kernel::MatmulCoop => format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\n{}",
-                tile(COOP_TILE)
+                "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n",
+                COOP_TILE.0, COOP_TILE.1
             ),
-            Kernel::MatmulGrouped => tile(GROUPED_TILE),
-            // The decode products share matmul.wgsl, whose tile functions they do not call.
-            Kernel::Matmul | Kernel::Matvec | Kernel::MatmulSel => tile(TILE),
             _ => String::new(),
         }
     }

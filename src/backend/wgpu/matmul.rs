@@ -8,11 +8,9 @@ use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
 
-/// Weight rows and tokens of a `matmul` workgroup's tile (TM, TN in the shader; 256 threads of
-/// 4 × 4 each, so TM × TN = 4096), and of a `matmul_grouped` one: a prompt's experts get about
-/// 16 pairs each, so their tiles are taller and narrower.
-pub const TILE: (usize, usize) = (64, 64);
-pub const GROUPED_TILE: (usize, usize) = (128, 32);
+/// Weight rows and tokens of a `matmul` or `matmul_grouped` workgroup's tile (TM, TN in the
+/// shader).
+const TILE: (usize, usize) = (64, 64);
 /// The tile (weight rows, tokens) of `shaders/matmul_coop.wgsl`, its TM and TN. Its 8
 /// subgroups of 32 hold 16 × 16 blocks: TM / 16 must divide 8.
 pub const COOP_TILE: (usize, usize) = (64, 64);
@@ -357,7 +355,7 @@ impl WgpuBackend {
                 Some(w.ne),
                 &[&part.buf, x, y, groups],
                 &params,
-                n_expert * s.per.div_ceil(GROUPED_TILE.0),
+                n_expert * s.per.div_ceil(TILE.0),
             )?;
         }
         Ok(Some(()))
