@@ -9,28 +9,8 @@
 // the RT rows), so each weight byte is read once; the TPR partial sums are reduced in
 // workgroup memory. `matmul_sel` picks the pair's matrix inside a stacked tensor on the GPU,
 // so that the MoE and the per-head MLA products run without a host round trip.
-// Prompts: `matmul` and `matmul_grouped`, tiled products (below).
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    t: u32,
-    row0: u32,
-    x_stride: u32,
-    x_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    per: u32,
-    x_div: u32,
-    mode: u32,
-    heads: u32,
-}
-
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> ids: array<u32>;
+// Prompts: `matmul` and `matmul_grouped`, tiled products (below). Parameters and bindings:
+// matmul_io.wgsl.
 
 // The prompt products, tiled: a workgroup computes TM weight rows × TN tokens. Per step of TK
 // values it decodes the TM rows' part into workgroup memory once (each weight byte is read

@@ -9,26 +9,7 @@
 // this kernel gave wrong sums for weight rows past 64 on an H100 (any tile shape, with or
 // without a loop over the expert's pairs) while this one is exact, and it was no faster.
 
-// The same parameters and bindings as matmul.wgsl.
-struct Params {
-    rows: u32,
-    cols: u32,
-    t: u32,
-    row0: u32,
-    x_stride: u32,
-    x_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    per: u32,
-    x_div: u32,
-    mode: u32,
-    heads: u32,
-}
-
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+// Parameters and bindings: matmul_io.wgsl.
 
 const TK: u32 = 128u;
 // Row stride of the tiles: 16 bytes of padding spread the threads' stores over the banks.

@@ -10,7 +10,7 @@ use clap::Args;
 use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
 use kiln::gguf::Gguf;
-use kiln::model::{HybridCache, Logits, Model};
+use kiln::model::{HybridCache, Logits, MAX_UBATCH, Model};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -66,9 +66,11 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     out += "| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n";
     super::print_stdout(&out)?;
     let mut ids = TokenStream::new(model.config.vocab);
-    // Compiles the kernels of both the prompt and the decode paths before anything is timed.
-    let mut cache = model.new_cache(b, 3)?;
-    for chunk in [ids.take(2), ids.take(1)] {
+    // Compiles the kernels of both the prompt and the decode paths, and lets a GPU backend
+    // allocate a prompt's temporaries, before anything is timed (as llama-bench's warm-up run).
+    let warm = args.n_prompt.clamp(2, MAX_UBATCH);
+    let mut cache = model.new_cache(b, warm + 1)?;
+    for chunk in [ids.take(warm), ids.take(1)] {
         let l = model.forward(b, &chunk, &mut cache, Logits::Last)?;
         b.argmax(&l, 1, model.config.vocab)?;
     }

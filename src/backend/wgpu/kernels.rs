@@ -13,6 +13,7 @@ use crate::quant::GgmlType;
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
+const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
 const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
@@ -301,12 +302,17 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
             fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
         }
         (_, true, Some(ty)) if def.product => format!(
-            "{prelude}{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
+            "{prelude}{MATMUL_IO}\n{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
             typed(ty)?,
             dot_source(ty),
             def.source
         ),
-        (_, true, Some(ty)) => format!("{prelude}{COMMON}\n{}\n{}", typed(ty)?, def.source),
+        (Kernel::MatmulCoop, _, Some(ty)) => format!(
+            "{prelude}{MATMUL_IO}\n{COMMON}\n{}\n{}",
+            typed(ty)?,
+            def.source
+        ),
+        (_, true, Some(ty)) => format!("{COMMON}\n{}\n{}", typed(ty)?, def.source),
         (_, false, None) => def.source.to_string(),
         _ => {
             return Err(BackendError::Gpu(format!(
