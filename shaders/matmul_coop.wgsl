@@ -6,8 +6,10 @@
 // because the `enable` directives must open it. The host prepends the tile, TM × TN.
 //
 // A prompt's expert products (`matmul_grouped`) stay on the f32 tiles: a grouped version of
-// this kernel gave wrong sums for weight rows past 64 on an H100 (any tile shape, with or
-// without a loop over the expert's pairs) while this one is exact, and it was no faster.
+// this kernel (pairs listed by moe_group, one expert per workgroup) gave wrong sums on an H100
+// once an expert's matrix reached 128 rows or columns, identically for every tile shape and
+// with or without a loop over the expert's pairs, while this one is exact for every shape
+// tried. The cause was not found (see the issue-7 notes).
 
 // Parameters and bindings: matmul_io.wgsl.
 
