@@ -25,9 +25,6 @@ const TK: u32 = 32u;
 // [k][row] and [k][token], so that a thread's 4 rows (4 tokens) are one vec4.
 var<workgroup> wtile: array<vec4<f32>, TK * TM / 4u>;
 var<workgroup> xtile: array<vec4<f32>, TK * TN / 4u>;
-// Per tile token: the activation row it reads and the output row it writes.
-var<workgroup> xrow: array<u32, TN>;
-var<workgroup> yrow: array<u32, TN>;
 var<workgroup> span: vec2<u32>;
 
 // acc[j][i]: this thread's row 4 tr + i, token 4 tc + j of the tile, summed over all values.
@@ -97,22 +94,14 @@ fn store_tile(li: u32, acc: array<vec4<f32>, 4>, col0: u32, wrows: u32, ntok: u3
 
 @compute @workgroup_size(256)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let lin = wid.x + wid.y * nwg.x;
-    let row_tiles = (p.rows + TM - 1u) / TM;
-    let row0 = (lin % row_tiles) * TM;
-    let tok0 = (lin / row_tiles) * TN;
-    if tok0 >= p.t {
+    let o = dense_tile(wid.x + wid.y * nwg.x, li);
+    if o.y >= p.t {
         return;
     }
-    if li < TN {
-        xrow[li] = tok0 + li;
-        yrow[li] = tok0 + li;
-    }
-    workgroupBarrier();
-    let wrows = min(TM, p.rows - row0);
-    let ntok = min(TN, p.t - tok0);
-    let acc = tile_product(li, row0, wrows, ntok);
-    store_tile(li, acc, p.row0 + row0, wrows, ntok);
+    let wrows = min(TM, p.rows - o.x);
+    let ntok = min(TN, p.t - o.y);
+    let acc = tile_product(li, o.x, wrows, ntok);
+    store_tile(li, acc, p.row0 + o.x, wrows, ntok);
 }
 
 // ids: the pair indices grouped by expert (p.t of them), then each expert's start in that list

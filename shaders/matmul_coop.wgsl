@@ -31,8 +31,6 @@ var<workgroup> wt: array<f16, TM * TKP>;
 var<workgroup> xt: array<f16, TN * TKP>;
 // Each subgroup's finished 16×16 block, column-major, on its way to the output rows.
 var<workgroup> stage: array<f32, 2048>;
-var<workgroup> xrow: array<u32, TN>;
-var<workgroup> yrow: array<u32, TN>;
 
 fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
@@ -134,17 +132,9 @@ fn coop_tile(li: u32, sg: u32, wrow0: u32, wrows: u32, ntok: u32, col0: u32) {
 
 @compute @workgroup_size(256)
 fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
-    let lin = wid.x + wid.y * nwg.x;
-    let row_tiles = (p.rows + TM - 1u) / TM;
-    let row0 = (lin % row_tiles) * TM;
-    let tok0 = (lin / row_tiles) * TN;
-    if tok0 >= p.t {
+    let o = dense_tile(wid.x + wid.y * nwg.x, li);
+    if o.y >= p.t {
         return;
     }
-    if li < TN {
-        xrow[li] = tok0 + li;
-        yrow[li] = tok0 + li;
-    }
-    workgroupBarrier();
-    coop_tile(li, sg, row0, min(TM, p.rows - row0), min(TN, p.t - tok0), p.row0 + row0);
+    coop_tile(li, sg, o.x, min(TM, p.rows - o.x), min(TN, p.t - o.y), p.row0 + o.x);
 }

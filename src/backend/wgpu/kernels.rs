@@ -205,18 +205,6 @@ impl Kernel {
     pub fn entry(self) -> &'static str {
         self.def().entry
     }
-
-    /// What opens the kernel's module: the cooperative-matrix kernel's `enable` directives
-    /// and tile shape (TM weight rows × TN tokens).
-    fn prelude(self) -> String {
-        match self {
-            Kernel::MatmulCoop => format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n",
-                COOP_TILE.0, COOP_TILE.1
-            ),
-            _ => String::new(),
-        }
-    }
 }
 
 /// What a compiled pipeline depends on.
@@ -289,7 +277,6 @@ impl Pipelines {
 
 /// The WGSL module of `key`'s kernel.
 fn source(key: KernelKey, def: &Def) -> Result<String> {
-    let prelude = key.kernel.prelude();
     let typed = |ty| {
         decoder(ty)
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
@@ -302,13 +289,17 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
             fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
         }
         (_, true, Some(ty)) if def.product => format!(
-            "{prelude}{MATMUL_IO}\n{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
+            "{MATMUL_IO}\n{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
             typed(ty)?,
             dot_source(ty),
             def.source
         ),
+        // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop, _, Some(ty)) => format!(
-            "{prelude}{MATMUL_IO}\n{COMMON}\n{}\n{}",
+            "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
+             {MATMUL_IO}\n{COMMON}\n{}\n{}",
+            COOP_TILE.0,
+            COOP_TILE.1,
             typed(ty)?,
             def.source
         ),
