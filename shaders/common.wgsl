@@ -1,4 +1,5 @@
-// Byte access into GGUF blocks kept as raw bytes in `w: array<u32>` (declared by each kernel).
+// Byte access into GGUF blocks kept as raw bytes in `w` (declared by each kernel; read through
+// `wd` and `wq` of words_u32.wgsl or words_vec4.wgsl).
 // Blocks of Q8_0 (34 B), Q4_0 (18 B), Q5_0 (22 B), Q3_K (110 B) and Q6_K (210 B) are not
 // 4-byte aligned, so every multi-byte read goes through a stitching helper.
 
@@ -7,18 +8,18 @@ fn u32at(off: u32) -> u32 {
     let i = off >> 2u;
     let sh = (off & 3u) * 8u;
     if sh == 0u {
-        return w[i];
+        return wd(i);
     }
-    return (w[i] >> sh) | (w[i + 1u] << (32u - sh));
+    return (wd(i) >> sh) | (wd(i + 1u) << (32u - sh));
 }
 
 fn byte_at(off: u32) -> u32 {
-    return (w[off >> 2u] >> ((off & 3u) * 8u)) & 0xffu;
+    return (wd(off >> 2u) >> ((off & 3u) * 8u)) & 0xffu;
 }
 
 // A 16-bit value at an even offset never straddles two words.
 fn u16at(off: u32) -> u32 {
-    return (w[off >> 2u] >> ((off & 2u) * 8u)) & 0xffffu;
+    return (wd(off >> 2u) >> ((off & 2u) * 8u)) & 0xffffu;
 }
 
 fn f16at(off: u32) -> f32 {

@@ -9,6 +9,9 @@ override TPR: u32 = 16u;
 const MV_WG: u32 = 256u;
 // 1 to 4.
 override RT: u32 = 4u;
+// Units (parts) per lane that a type's rows_dot loads before its first multiply, where it
+// does so (Q4_K); RT · UN ≤ 8.
+override UN: u32 = 1u;
 override RPW: u32 = MV_WG / TPR * RT;
 
 var<workgroup> mred: array<vec4<f32>, MV_WG>;

@@ -64,13 +64,17 @@ fn tile_product(li: u32, wrow0: u32, wrows: u32, ntok: u32) -> array<vec4<f32>, 
             }
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let wv = wtile[kk * (TM / 4u) + tr];
-            let xv = xtile[kk * (TN / 4u) + tc];
-            acc[0] += wv * xv.x;
-            acc[1] += wv * xv.y;
-            acc[2] += wv * xv.z;
-            acc[3] += wv * xv.w;
+        // A prompt's expert gets ~16 pairs on average: the threads (whole subgroups, tokens
+        // being li / 16) whose tokens all lie past the tile's last skip the multiply-adds.
+        if 4u * tc < ntok {
+            for (var kk = 0u; kk < TK; kk++) {
+                let wv = wtile[kk * (TM / 4u) + tr];
+                let xv = xtile[kk * (TN / 4u) + tc];
+                acc[0] += wv * xv.x;
+                acc[1] += wv * xv.y;
+                acc[2] += wv * xv.z;
+                acc[3] += wv * xv.w;
+            }
         }
         workgroupBarrier();
     }
@@ -147,9 +151,11 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let row = (lin % groups) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
     let n = min(RT, max(p.rows, row) - row);
+    let xb0 = (p.x_off + tok * p.x_stride) / 4u;
+    stage_x(li, xb0);
     var acc = vec4<f32>(0.0);
     if n > 0u {
-        acc = rows_dot(row * row_bytes(), 0u, n, (p.x_off + tok * p.x_stride) / 4u, lane);
+        acc = rows_dot(row * row_bytes(), 0u, n, xb0, lane);
     }
     let s = reduce_rows(li, acc);
     if lane == 0u {
@@ -181,9 +187,10 @@ fn matmul_sel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let end = min(grow + min(RT, max(p.per, r) - r), p.row0 + p.rows);
     let klo = max(grow, p.row0) - grow;
     let khi = max(end, grow + klo) - grow;
+    let xb0 = (p.x_off + (pair / p.x_div) * p.x_stride) / 4u;
+    stage_x(li, xb0);
     var acc = vec4<f32>(0.0);
     if khi > klo {
-        let xb0 = (p.x_off + (pair / p.x_div) * p.x_stride) / 4u;
         acc = rows_dot((grow + klo - p.row0) * row_bytes(), klo, khi, xb0, lane);
     }
     let s = reduce_rows(li, acc);

@@ -29,10 +29,12 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let r = (q % groups) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
     let n = min(RT, max(p.per, r) - r);
+    let xb0 = (pair / p.x_div) * p.x_stride / 4u;
+    stage_x(li, xb0);
     var acc = vec4<f32>(0.0);
     if n > 0u {
         let grow = ids[pair] * p.per + r;
-        acc = job_dot(j, grow * row_bytes_0(), 0u, n, (pair / p.x_div) * p.x_stride / 4u, lane);
+        acc = job_dot(j, grow * row_bytes_0(), 0u, n, xb0, lane);
     }
     let s = reduce_rows(li, acc);
     if lane == 0u {

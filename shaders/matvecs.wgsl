@@ -39,6 +39,7 @@ fn matvecs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let row = (lin - first) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
     let n = min(RT, max(rows, row) - row);
+    stage_x(li, 0u);
     var acc = vec4<f32>(0.0);
     if n > 0u {
         acc = job_dot(j, row * row_bytes_0(), 0u, n, 0u, lane);

@@ -5,5 +5,5 @@ const PV4: u32 = 1u;
 
 fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
     let i = wb >> 2u;
-    return array<vec4<f32>, PV4>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])));
+    return array<vec4<f32>, PV4>(vec4<f32>(unpack2x16float(wd(i)), unpack2x16float(wd(i + 1u))));
 }

@@ -6,5 +6,5 @@ const PV4: u32 = 1u;
 
 fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
     let i = wb >> 2u;
-    return array<vec4<f32>, PV4>(vec4<f32>(bitcast<f32>(w[i]), bitcast<f32>(w[i + 1u]), bitcast<f32>(w[i + 2u]), bitcast<f32>(w[i + 3u])));
+    return array<vec4<f32>, PV4>(vec4<f32>(bitcast<f32>(wd(i)), bitcast<f32>(wd(i + 1u)), bitcast<f32>(wd(i + 2u)), bitcast<f32>(wd(i + 3u))));
 }

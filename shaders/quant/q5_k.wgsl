@@ -16,7 +16,7 @@ fn k5_scale_min(sb: u32, s: u32) -> vec2<f32> {
 }
 
 fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
-    let dm = unpack2x16float(w[wb >> 2u]);
+    let dm = unpack2x16float(wd(wb >> 2u));
     let sm = k5_scale_min(wb + 4u, p);
     let dl = dm.x * sm.x;
     let ml = dm.y * sm.y;

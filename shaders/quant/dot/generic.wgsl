@@ -1,5 +1,5 @@
-// The dot products of one part of RT weight rows with the activations, for block types
-// without a fused version: load the part's activations once, then decode and multiply each row.
+// The decode products' walk over RT weight rows for block types without a fused version: per
+// part, load its activations once, then decode and multiply each row.
 const PD: u32 = PV;
 
 // wb: the first byte of row klo's block (rows `stride` bytes apart); xb: the vec4 index of the
@@ -20,4 +20,19 @@ fn part_dot_rows(wb: u32, stride: u32, klo: u32, khi: u32, p: u32, xb: u32) -> v
         out[k] = s;
     }
     return out;
+}
+
+// This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · (x from
+// vec4 index xb0): the row's parts lane, lane + TPR, ...
+fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
+    let per_blk = QK / PD;
+    let units = (p.cols / QK) * per_blk;
+    let stride = row_bytes();
+    var acc = vec4<f32>(0.0);
+    for (var u = lane; u < units; u += TPR) {
+        let blk = u / per_blk;
+        let part = u % per_blk;
+        acc += part_dot_rows(rb + blk * BLOCK_BYTES, stride, klo, khi, part, xb0 + blk * (QK / 4u));
+    }
+    return acc;
 }

@@ -1,42 +1,72 @@
-// Q4_K dot over 32 values: part p (0..8) is the 16 bytes qs[32 (p / 2) + 16 (p % 2)..], whose
-// low nibbles are 16 values of sub-block 2 (p / 2) and high nibbles the same 16 of the next
-// sub-block, so each byte is loaded once and neighbouring threads read neighbouring 16 bytes.
-// The scales and mins apply once per sub-block: Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x.
-// The activations (and their sums) are loaded once for all RT rows.
+// Q4_K decode products. A unit is one quad (16 bytes) of a block's qs: unit u of a row is quad
+// 1 + u % 8 of block u / 8, whose low nibbles are 16 values of sub-block 2 (u % 8 / 2) and high
+// nibbles the same 16 of the next sub-block, so each byte is loaded once and neighbouring lanes
+// read neighbouring quads. The scales and mins apply once per sub-block:
+// Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x.
+// A lane loads its UN units of a pass (RT · UN ≤ 8) (TPR apart), each with its block's first quad (d, dmin,
+// scales), for all RT rows before the first multiply, so that all its weight bytes are in
+// flight at once; the activations are then loaded once for the RT rows.
 const PD: u32 = 32u;
 
-// wb: the first byte of row klo's block (rows `stride` bytes apart); xb: the vec4 index of the
-// block's first activation. Rows outside klo..khi give 0.
-fn part_dot_rows(wb: u32, stride: u32, klo: u32, khi: u32, p: u32, xb: u32) -> vec4<f32> {
-    let pair = p / 2u;
-    // The part's low nibbles are values 64 pair + 16 (p % 2).., its high nibbles the next
-    // sub-block's, 32 values (8 vec4s) on.
-    let xp = xb + 16u * pair + 4u * (p % 2u);
-    var a: array<vec4<f32>, 4>;
-    var b: array<vec4<f32>, 4>;
-    var xlo = 0.0;
-    var xhi = 0.0;
-    for (var i = 0u; i < 4u; i++) {
-        a[i] = x[xp + i];
-        b[i] = x[xp + 8u + i];
-        xlo += a[i].x + a[i].y + a[i].z + a[i].w;
-        xhi += b[i].x + b[i].y + b[i].z + b[i].w;
-    }
-    var out = vec4<f32>(0.0);
-    for (var k = klo; k < khi; k++) {
-        let rb = wb + (k - klo) * stride;
-        let dm = unpack2x16float(w[rb >> 2u]);
-        let s0 = k4_scale_min(rb + 4u, 2u * pair);
-        let s1 = k4_scale_min(rb + 4u, 2u * pair + 1u);
-        let q0 = (rb + 16u + 16u * p) >> 2u;
-        var lo = 0.0;
-        var hi = 0.0;
-        for (var i = 0u; i < 4u; i++) {
-            let q = vec4<u32>(w[q0 + i]) >> vec4<u32>(0u, 8u, 16u, 24u);
-            lo += dot(vec4<f32>(q & vec4<u32>(15u)), a[i]);
-            hi += dot(vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)), b[i]);
+// This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · (x from
+// vec4 index xb0).
+fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
+    let units = (p.cols / QK) * 8u;
+    // In quads: rows and blocks are multiples of 16 bytes.
+    let stride = row_bytes() >> 4u;
+    let r0 = rb >> 4u;
+    var acc = vec4<f32>(0.0);
+    for (var u0 = lane; u0 < units; u0 += TPR * UN) {
+        var hd: array<vec4<u32>, 8>;
+        var qs: array<vec4<u32>, 8>;
+        for (var i = 0u; i < UN; i++) {
+            let u = u0 + i * TPR;
+            for (var k = 0u; k < RT; k++) {
+                if u < units && k >= klo && k < khi {
+                    let b = r0 + (k - klo) * stride + (u / 8u) * 9u;
+                    hd[k * UN + i] = wq(b);
+                    qs[k * UN + i] = wq(b + 1u + u % 8u);
+                }
+            }
         }
-        out[k] = dm.x * (s0.x * lo + s1.x * hi) - dm.y * (s0.y * xlo + s1.y * xhi);
+        for (var i = 0u; i < UN; i++) {
+            let u = u0 + i * TPR;
+            if u >= units {
+                break;
+            }
+            let part = u % 8u;
+            let pair = part / 2u;
+            // The unit's low nibbles are values 64 pair + 16 (part % 2).. of its block, its
+            // high nibbles the next sub-block's, 32 values (8 vec4s) on.
+            let xp = xb0 + (u / 8u) * 64u + 16u * pair + 4u * (part % 2u);
+            var a: array<vec4<f32>, 4>;
+            var b: array<vec4<f32>, 4>;
+            var xlo = 0.0;
+            var xhi = 0.0;
+            for (var j = 0u; j < 4u; j++) {
+                a[j] = x[xp + j];
+                b[j] = x[xp + 8u + j];
+                xlo += a[j].x + a[j].y + a[j].z + a[j].w;
+                xhi += b[j].x + b[j].y + b[j].z + b[j].w;
+            }
+            for (var k = 0u; k < RT; k++) {
+                if k >= klo && k < khi {
+                    let h = hd[k * UN + i];
+                    let q = qs[k * UN + i];
+                    let dm = unpack2x16float(h.x);
+                    let s0 = k4_scale_min(h, 2u * pair);
+                    let s1 = k4_scale_min(h, 2u * pair + 1u);
+                    var lo = 0.0;
+                    var hi = 0.0;
+                    for (var j = 0u; j < 4u; j++) {
+                        let v = vec4<u32>(q[j]) >> vec4<u32>(0u, 8u, 16u, 24u);
+                        lo += dot(vec4<f32>(v & vec4<u32>(15u)), a[j]);
+                        hi += dot(vec4<f32>((v >> vec4<u32>(4u)) & vec4<u32>(15u)), b[j]);
+                    }
+                    acc[k] += dm.x * (s0.x * lo + s1.x * hi) - dm.y * (s0.y * xlo + s1.y * xhi);
+                }
+            }
+        }
     }
-    return out;
+    return acc;
 }

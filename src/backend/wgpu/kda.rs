@@ -116,7 +116,7 @@ impl WgpuBackend {
         check_len(state.len, dims.heads * d * d)?;
         check_len(out.len, n)?;
         let key = KernelKey {
-            spec: d as u32,
+            spec: d as u64,
             ..KernelKey::plain(Kernel::KdaScan)
         };
         self.run(

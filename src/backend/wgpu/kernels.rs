@@ -11,6 +11,10 @@ use super::matmul::COOP_TILE;
 use crate::quant::GgmlType;
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const WORDS_U32: &str = include_str!("../../../shaders/words_u32.wgsl");
+const WORDS_VEC4: &str = include_str!("../../../shaders/words_vec4.wgsl");
+const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
+const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
@@ -61,13 +65,66 @@ fn decoder(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// The fused decode-and-multiply `part_dot` of the matrix kernels for `ty`: a type's own where
-/// it has one, else the generic one over `part_values`.
-fn dot_source(ty: GgmlType) -> &'static str {
-    match ty {
-        GgmlType::Q4_K => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
+/// The decode products' `rows_dot` for `ty` (its dot file): a type's own where it has one, else
+/// the generic one over `part_values`; on integer dot products against 8-bit activations
+/// (`q8`, see [`q8_dots`]) where the type has them.
+fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
+    match (ty, q8) {
+        (GgmlType::Q4_K, true) => include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl"),
+        (GgmlType::Q4_K, false) => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
         _ => include_str!("../../../shaders/quant/dot/generic.wgsl"),
     }
+}
+
+/// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
+/// in x_q8.wgsl).
+const Q8_MAX_COLS: usize = 9216;
+
+/// Whether decode products of `ty` rows of `cols` values can run on integer dot products
+/// against 8-bit activations (x_q8.wgsl), as ggml's quantized dot products do.
+pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
+    ty == GgmlType::Q4_K && cols <= Q8_MAX_COLS
+}
+
+/// How the decode products' workgroups stage their activation row: in 8-bit integers for
+/// integer dot products, or not at all.
+fn x_stage(q8: bool) -> &'static str {
+    if q8 { X_Q8 } else { X_F32 }
+}
+
+/// Whether `ty`'s blocks are whole quads (16 bytes), so that kernels bind its weights as
+/// `array<vec4<u32>>` and read 16 bytes in one load (words_vec4.wgsl). A weight part's buffer
+/// holds whole rows, so its size is then a multiple of 16 too.
+fn quad_blocks(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
+}
+
+/// The word access helpers for `ty`'s blocks, then the byte helpers every decoder uses.
+fn weight_helpers(ty: GgmlType) -> String {
+    let words = if quad_blocks(ty) {
+        WORDS_VEC4
+    } else {
+        WORDS_U32
+    };
+    format!("{words}\n{COMMON}")
+}
+
+/// `src` with its weight binding `w` declared for `ty`'s blocks (see [`quad_blocks`]).
+fn bind_weight(src: String, ty: GgmlType) -> String {
+    if quad_blocks(ty) {
+        src.replace(
+            "var<storage, read> w: array<u32>;",
+            "var<storage, read> w: array<vec4<u32>>;",
+        )
+    } else {
+        src
+    }
+}
+
+/// Whether `ty`'s `rows_dot` loads UN units per lane before its first multiply (the host
+/// then picks UN).
+pub fn loads_ahead(ty: GgmlType) -> bool {
+    ty == GgmlType::Q4_K
 }
 
 /// Values one `part_dot` call of `ty` covers (PD in its dot file).
@@ -148,7 +205,7 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT"],
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
                 "kda_scan" => &["D"],
                 _ => &[],
             },
@@ -215,7 +272,9 @@ pub struct KernelKey {
     pub ty: Option<GgmlType>,
     /// The values of the kernel's `override` constants, 16 bits each (KDA head dim; threads
     /// per row group and rows per thread of the decode products), 0 for their defaults.
-    pub spec: u32,
+    pub spec: u64,
+    /// Decode products on integer dot products against 8-bit activations ([`q8_dots`]).
+    pub q8: bool,
 }
 
 impl KernelKey {
@@ -224,6 +283,7 @@ impl KernelKey {
             kernel,
             ty: None,
             spec: 0,
+            q8: false,
         }
     }
 
@@ -232,14 +292,16 @@ impl KernelKey {
             kernel,
             ty: Some(ty),
             spec: 0,
+            q8: false,
         }
     }
 
     /// The profiler's name for the kernel.
     pub fn label(&self) -> String {
-        match self.ty {
-            Some(ty) => format!("{} {}", self.kernel.entry(), ty),
-            None => self.kernel.entry().to_string(),
+        match (self.ty, self.q8) {
+            (Some(ty), true) => format!("{} {} q8", self.kernel.entry(), ty),
+            (Some(ty), false) => format!("{} {}", self.kernel.entry(), ty),
+            (None, _) => self.kernel.entry().to_string(),
         }
     }
 }
@@ -277,33 +339,44 @@ impl Pipelines {
 
 /// The WGSL module of `key`'s kernel.
 fn source(key: KernelKey, def: &Def) -> Result<String> {
+    let src = assemble(key, def)?;
+    Ok(match key.ty {
+        Some(ty) => bind_weight(src, ty),
+        None => src,
+    })
+}
+
+fn assemble(key: KernelKey, def: &Def) -> Result<String> {
     let typed = |ty| {
         decoder(ty)
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(typed(ty)?, dot_source(ty), n.into(), MATVECS)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
-            fused_source(typed(ty)?, dot_source(ty), 2, MATMUL_SEL_PAIR)
+            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR)
         }
         (_, true, Some(ty)) if def.product => format!(
-            "{MATMUL_IO}\n{COMMON}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}",
+            "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
+            weight_helpers(ty),
             typed(ty)?,
-            dot_source(ty),
+            dot_source(ty, key.q8),
+            x_stage(key.q8),
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
-             {MATMUL_IO}\n{COMMON}\n{}\n{}",
+             {MATMUL_IO}\n{}\n{}\n{}",
             COOP_TILE.0,
             COOP_TILE.1,
+            weight_helpers(ty),
             typed(ty)?,
             def.source
         ),
-        (_, true, Some(ty)) => format!("{COMMON}\n{}\n{}", typed(ty)?, def.source),
+        (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
         (_, false, None) => def.source.to_string(),
         _ => {
             return Err(BackendError::Gpu(format!(
@@ -315,14 +388,17 @@ fn source(key: KernelKey, def: &Def) -> Result<String> {
 }
 
 /// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`) for `jobs` weights of
-/// the type with decoder `dec` and dot file `dot`: the type's constants once, then per weight a
-/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`.
-fn fused_source(dec: &str, dot: &str, jobs: usize, entry: &str) -> String {
+/// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
+/// the helpers that read it, reached through `job_dot` and `job_store`.
+fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> String {
+    let dot = dot_source(ty, q8);
     let helpers = format!(
-        "{COMMON}\n{}\n{}\n{ROWS_DOT}",
+        "{}\n{}\n{}\n{ROWS_DOT}",
+        weight_helpers(ty),
         without_consts(dec),
         without_consts(dot)
     );
+    let elem = if quad_blocks(ty) { "vec4<u32>" } else { "u32" };
     let mut s: String = dec
         .lines()
         .chain(dot.lines())
@@ -332,7 +408,7 @@ fn fused_source(dec: &str, dot: &str, jobs: usize, entry: &str) -> String {
     for j in 0..jobs {
         s += &rename_for_weight(&helpers, j);
         s += &format!(
-            "@group(0) @binding({}) var<storage, read> w{j}: array<u32>;\n\
+            "@group(0) @binding({}) var<storage, read> w{j}: array<{elem}>;\n\
              @group(0) @binding({}) var<storage, read_write> y{j}: array<f32>;\n",
             2 + j,
             2 + jobs + j
@@ -354,7 +430,7 @@ fn fused_source(dec: &str, dot: &str, jobs: usize, entry: &str) -> String {
          default: {{}}\n    }}\n}}\n",
         cases(&|j| format!("y{j}[i] = v;"))
     );
-    format!("{s}{DECODE_REDUCE}\n{entry}")
+    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8))
 }
 
 fn without_consts(src: &str) -> String {
@@ -424,6 +500,7 @@ fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
             .iter()
             .enumerate()
             .map(|(i, &name)| (name, ((key.spec >> (16 * i)) & 0xffff) as f64))
+            .filter(|&(_, v)| v != 0.0)
             .collect()
     };
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -465,21 +542,15 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(decoder(ty).unwrap(), dot_source(ty), 3, MATVECS);
+        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS);
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }
         for j in 0..3 {
-            for f in [
-                "part_dot_rows",
-                "k4_scale_min",
-                "u32at",
-                "rows_dot",
-                "row_bytes",
-            ] {
+            for f in ["wq", "k4_scale_min", "u32at", "rows_dot", "row_bytes"] {
                 assert!(s.contains(&format!("fn {f}_{j}(")), "{f}_{j}");
             }
-            assert!(s.contains(&format!("var<storage, read> w{j}: array<u32>;")));
+            assert!(s.contains(&format!("var<storage, read> w{j}: array<vec4<u32>>;")));
         }
         assert!(!s.contains("fn part_values("));
     }
@@ -494,6 +565,14 @@ mod tests {
         )
         .validate(&module)
         .map_err(|e| format!("{e:?}"))?;
+        // The override constants at their defaults, as wgpu resolves them before the backend.
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, key.kernel.entry())),
+            &Default::default(),
+        )
+        .map_err(|e| format!("{e:?}"))?;
         let options = naga::back::spv::Options {
             lang_version: (1, 6),
             ..Default::default()
@@ -504,6 +583,26 @@ mod tests {
         };
         naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
             .map_err(|e| e.to_string())
+    }
+
+    /// Every decode product on integer dot products compiles (CI's lavapipe runs them too; this
+    /// pins the SPIR-V that a GPU with integer dot products gets).
+    #[test]
+    fn q8_decode_kernels_compile() {
+        for kernel in [
+            Kernel::Matvec,
+            Kernel::MatmulSel,
+            Kernel::Matvecs(3),
+            Kernel::MatmulSelPair,
+        ] {
+            let key = KernelKey {
+                q8: true,
+                ..KernelKey::typed(kernel, GgmlType::Q4_K)
+            };
+            if let Err(e) = to_spirv(key) {
+                panic!("{}: {e}", key.label());
+            }
+        }
     }
 
     /// The cooperative-matrix kernel runs only on GPUs CI does not have; this at least proves

@@ -28,18 +28,33 @@ fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
     (units / 2).next_power_of_two().clamp(4, 64)
 }
 
-/// The decode product kernel `kernel` for `w` when it computes `rows` rows in all, and the
+/// The decode product kernel `kernel` for `w` when it computes `rows` rows in all (on integer
+/// dot products against 8-bit activations where `q8` allows and the type has them), and the
 /// weight rows one workgroup serves.
-fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize) -> (KernelKey, usize) {
-    let tpr = threads_per_row(w.ty, w.ne[0]);
+fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (KernelKey, usize) {
+    let units = w.ne[0] / kernels::dot_values(w.ty);
+    let ahead = kernels::loads_ahead(w.ty);
+    // A type whose lanes load several units ahead gets up to one subgroup's worth of lanes
+    // per row, each with all its units in flight.
+    let tpr = if ahead {
+        units.next_power_of_two().clamp(4, 32)
+    } else {
+        threads_per_row(w.ty, w.ne[0])
+    };
     let groups = MV_WG / tpr;
     let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS {
         4
     } else {
         1
     };
+    let un = if ahead {
+        units.div_ceil(tpr).clamp(1, 4 / rt.min(2))
+    } else {
+        1
+    };
     let key = KernelKey {
-        spec: (tpr | rt << 16) as u32,
+        spec: (tpr | rt << 16 | un << 32) as u64,
+        q8: q8 && kernels::q8_dots(w.ty, w.ne[0]),
         ..KernelKey::typed(kernel, w.ty)
     };
     (key, groups * rt)
@@ -118,7 +133,7 @@ impl WgpuBackend {
     /// quantization error dwarfs f16 rounding) unless the product must be `exact`.
     fn prompt_kernel(&self, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        if self.ctx.coop_matrix && !float && !exact {
+        if self.ctx.coop_matrix && !float && !exact && !self.exact {
             (Kernel::MatmulCoop, COOP_TILE)
         } else {
             (Kernel::Matmul, TILE)
@@ -174,7 +189,7 @@ impl WgpuBackend {
             }
             .for_part(part);
             let (key, groups) = if t == 1 {
-                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows);
+                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, !self.exact);
                 (key, part.rows.div_ceil(rpw))
             } else {
                 let (kernel, tile) = self.prompt_kernel(w.ty, exact);
@@ -245,7 +260,7 @@ impl WgpuBackend {
         check_len(x.len, cols)?;
         self.check_cols(w0, cols)?;
         let total = jobs.iter().map(|(w, _)| w.rows()).sum();
-        let (key, rpw) = decode_kernel(Kernel::Matvecs(jobs.len() as u8), w0, total);
+        let (key, rpw) = decode_kernel(Kernel::Matvecs(jobs.len() as u8), w0, total, !self.exact);
         // cols, jobs, padding, then rows and workgroup ends per job (see `shaders/matvecs.wgsl`).
         let mut params = [0u32; 4 + 2 * kernels::MAX_JOBS];
         params[..2].copy_from_slice(&[cols as u32, jobs.len() as u32]);
@@ -283,7 +298,7 @@ impl WgpuBackend {
             Select::Ids(b) => (0, 1, b),
             Select::Heads(h) => (1, h as u32, &self.dummy),
         };
-        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs);
+        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs, !self.exact);
         for part in &w.parts {
             let params = Params::sel(w, &s, mode, heads).for_part(part);
             self.run_shaped(
@@ -318,7 +333,12 @@ impl WgpuBackend {
             return Err(w[0].shape_error(format!("matrices of {} rows", s.per)));
         }
         self.check_cols(w[0], s.x_stride)?;
-        let (key, rpw) = decode_kernel(Kernel::MatmulSelPair, w[0], 2 * s.per * s.pairs);
+        let (key, rpw) = decode_kernel(
+            Kernel::MatmulSelPair,
+            w[0],
+            2 * s.per * s.pairs,
+            !self.exact,
+        );
         let params =
             [w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride].map(|v| v as u32);
         self.run_shaped(

@@ -51,6 +51,9 @@ pub struct WgpuBackend {
     /// Largest bytes one storage binding (hence one weight part) may span.
     binding_cap: u64,
     scratch: Arc<Pool>,
+    /// Every product in f32 (no 8-bit activations in decode, no f16 cooperative matrices in
+    /// prompts), as the CPU backend's exact mode: for tests against it and comparisons.
+    exact: bool,
 }
 
 /// An f32 activation or state buffer on the GPU.
@@ -153,6 +156,7 @@ impl WgpuBackend {
             dummy,
             staged: Mutex::new(0),
             scratch: Arc::default(),
+            exact: std::env::var_os("KILN_EXACT").is_some(),
         })
     }
 
@@ -163,7 +167,19 @@ impl WgpuBackend {
 
     /// Whether prompt products run on cooperative matrices (f16 operands, f32 sums).
     pub fn coop_matrix(&self) -> bool {
-        self.ctx.coop_matrix
+        self.ctx.coop_matrix && !self.exact
+    }
+
+    /// Computes every product in f32 (`exact`), or lets decode products of the types that have
+    /// them use integer dot products against 8-bit activations and prompt products f16
+    /// cooperative matrices (the default; `KILN_EXACT=1` sets exact from the start).
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
+    }
+
+    /// Whether every product runs in f32 ([`WgpuBackend::set_exact`]).
+    pub fn exact(&self) -> bool {
+        self.exact
     }
 
     fn rec(&self) -> MutexGuard<'_, Recorder> {

@@ -1,0 +1,36 @@
+// A decode product's activation row as 8-bit integers in workgroup memory, for the integer dot
+// products of the weight types that have them (dot/q4_k_q8.wgsl): per group of 32 values one
+// scale d = max|x| / 127 and the sums of its two halves' quantized values times d (the min
+// corrections: with the same rounding as the products, their errors cancel), as ggml's
+// activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
+// dot4I8Packed instead of 4 conversions and multiply-adds. Each workgroup stages its one row
+// (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks).
+const XQ_MAX: u32 = 9216u;
+
+var<workgroup> xq: array<vec4<u32>, XQ_MAX / 16u>;
+var<workgroup> xs: array<vec4<f32>, XQ_MAX / 32u>;
+
+fn stage_x(li: u32, xb0: u32) {
+    for (var g = li; g < p.cols / 32u; g += MV_WG) {
+        var v: array<vec4<f32>, 8>;
+        var amax = vec4<f32>(0.0);
+        for (var i = 0u; i < 8u; i++) {
+            v[i] = x[xb0 + 8u * g + i];
+            amax = max(amax, abs(v[i]));
+        }
+        let m = max(max(amax.x, amax.y), max(amax.z, amax.w));
+        let id = select(0.0, 127.0 / m, m > 0.0);
+        var w: array<u32, 8>;
+        var s = vec2<f32>(0.0);
+        for (var i = 0u; i < 8u; i++) {
+            let q = round(v[i] * id);
+            w[i] = pack4xI8(vec4<i32>(q));
+            s[i / 4u] += q.x + q.y + q.z + q.w;
+        }
+        xq[2u * g] = vec4<u32>(w[0], w[1], w[2], w[3]);
+        xq[2u * g + 1u] = vec4<u32>(w[4], w[5], w[6], w[7]);
+        let d = m / 127.0;
+        xs[g] = vec4<f32>(d, d * s.x, d * s.y, 0.0);
+    }
+    workgroupBarrier();
+}
