@@ -67,3 +67,13 @@ fn quantized_files_match_the_cpu_exact_path() {
         assert_eq!(g.greedy, c.greedy, "{name} {ty}: greedy continuation");
     }
 }
+
+/// Greedy decoding with the host a step behind the GPU (the argmax left on the device, read
+/// back after the next pass is submitted) gives the eager loop's ids and state.
+#[test]
+fn overlapped_greedy_equals_eager_through_wgpu() {
+    for (name, ty) in [("tiny-a", "f32"), ("tiny-b", "q8_0"), ("tiny-d", "bf16")] {
+        let prompt = read_ids(&fixture(name).join("prompt.json"));
+        fixtures::check_overlapped_greedy(gpu(), &convert(name, ty), &prompt, 12);
+    }
+}
