@@ -77,3 +77,39 @@ fn overlapped_greedy_equals_eager_through_wgpu() {
         fixtures::check_overlapped_greedy(gpu(), &convert(name, ty), &prompt, 12);
     }
 }
+
+/// `kiln run --backend wgpu --temp 0` (the overlapped greedy loop) prints the continuation
+/// transformers generated, and exactly `-n` ids of it.
+#[test]
+fn kiln_run_greedy_through_wgpu() {
+    let name = "tiny-b";
+    let dir = fixture(name);
+    let prompt: Vec<String> = read_ids(&dir.join("prompt.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let want: Vec<String> = read_ids(&dir.join("continuation.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let gguf = convert(name, "bf16");
+    for n in [1, 2, want.len()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["run", "--backend", "wgpu", "-m"])
+            .arg(&gguf)
+            .args(["--tokens", &prompt.join(","), "-n", &n.to_string()])
+            .args(["--temp", "0", "--print-ids"])
+            .output()
+            .expect("run kiln");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            want[..n].join(","),
+            "-n {n}"
+        );
+    }
+}
