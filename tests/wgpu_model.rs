@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use fixtures::{FIXTURES, convert, fixture, max_abs_diff, read_ids, run_model, std_dev};
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
+use kiln::gguf::Gguf;
+use kiln::model::{Greedy, Model};
 
 fn gpu() -> &'static WgpuBackend {
     static GPU: OnceLock<WgpuBackend> = OnceLock::new();
@@ -76,6 +78,26 @@ fn overlapped_greedy_equals_eager_through_wgpu() {
         let prompt = read_ids(&fixture(name).join("prompt.json"));
         fixtures::check_overlapped_greedy(gpu(), &convert(name, ty), &prompt, 12);
     }
+}
+
+/// The overlapped loop keeps a decoded token to one submission: each id's read-back is
+/// submitted with the pass that chose it, and reading the last one submits nothing more.
+#[test]
+fn overlapped_greedy_submits_once_per_token() {
+    let gguf = convert("tiny-a", "f32");
+    let file = Gguf::open(&gguf).unwrap();
+    // Its own device: the shared one counts the other tests' submissions too.
+    let g = WgpuBackend::new(None).unwrap();
+    let model = Model::load(&file, &g).unwrap();
+    let mut cache = model.new_cache(&g, 8).unwrap();
+    g.sync().unwrap();
+    let before = g.submissions();
+    let mut greedy = Greedy::from_id(&g, 1).unwrap();
+    for _ in 0..8 {
+        greedy.step(&model, &g, &mut cache).unwrap();
+    }
+    greedy.latest(&g).unwrap();
+    assert_eq!(g.submissions() - before, 8);
 }
 
 /// `kiln run --backend wgpu --temp 0` (the overlapped greedy loop) prints the continuation

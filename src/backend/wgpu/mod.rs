@@ -203,6 +203,11 @@ impl WgpuBackend {
         }
     }
 
+    /// Command submissions so far (a decoded token should be one).
+    pub fn submissions(&self) -> u64 {
+        self.rec().submissions()
+    }
+
     /// Submits all recorded work and waits for the GPU to finish it (for timing).
     pub fn sync(&self) -> Result<()> {
         self.rec().flush(&self.ctx)?;

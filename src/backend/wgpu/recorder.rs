@@ -195,6 +195,10 @@ impl Recorder {
         })
     }
 
+    pub fn submissions(&self) -> u64 {
+        self.submissions
+    }
+
     /// Submits everything recorded so far (a no-op when nothing is pending).
     pub fn flush(&mut self, ctx: &Context) -> Result<()> {
         self.pass = None;
