@@ -1,10 +1,12 @@
 // Rows `ids` of a table in any GGUF block format into f32 rows, one workgroup per token.
+// The ids are u32 values from the host, or f32 ones that the argmax kernel left on the device.
 
 struct Params {
     cols: u32,
     t: u32,
     row0: u32,
     rows: u32,
+    float_ids: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -19,7 +21,7 @@ fn embed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         return;
     }
     // A table split over several buffers is embedded by one dispatch per buffer.
-    let id = ids[tok];
+    let id = select(ids[tok], u32(bitcast<f32>(ids[tok])), p.float_ids != 0u);
     if id < p.row0 || id >= p.row0 + p.rows {
         return;
     }

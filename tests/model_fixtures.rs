@@ -31,6 +31,20 @@ fn all_fixtures_f32_f16_bf16() {
     }
 }
 
+/// Greedy decoding with the host a step behind the backend gives the eager loop's ids and state.
+#[test]
+fn overlapped_greedy_equals_eager() {
+    for name in FIXTURES {
+        let prompt = read_ids(&fixture(name).join("prompt.json"));
+        fixtures::check_overlapped_greedy(
+            &CpuBackend::new(false),
+            &convert(name, "f32"),
+            &prompt,
+            12,
+        );
+    }
+}
+
 /// Logits are a function of the tokens, not of how the sequence was fed: one prefill of
 /// prompt + continuation, a prefill split in two (the chunked KDA and the MLA cache start from
 /// a non-empty state) and prefill-then-decode give the same logits at every position.

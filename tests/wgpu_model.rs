@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use fixtures::{FIXTURES, convert, fixture, max_abs_diff, read_ids, run_model, std_dev};
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
+use kiln::gguf::Gguf;
+use kiln::model::{Greedy, Model};
 
 fn gpu() -> &'static WgpuBackend {
     static GPU: OnceLock<WgpuBackend> = OnceLock::new();
@@ -92,6 +94,72 @@ fn quantized_files_match_the_cpu_exact_path() {
         assert!(
             gq_err <= 2.0 * cq_err + 1e-3 * std,
             "{name} {ty}: default decode off by {gq_err:e} (cpu quantized: {cq_err:e})"
+        );
+    }
+}
+
+/// Greedy decoding with the host a step behind the GPU (the argmax left on the device, read
+/// back after the next pass is submitted) gives the eager loop's ids and state.
+#[test]
+fn overlapped_greedy_equals_eager_through_wgpu() {
+    for (name, ty) in [("tiny-a", "f32"), ("tiny-b", "q8_0"), ("tiny-d", "bf16")] {
+        let prompt = read_ids(&fixture(name).join("prompt.json"));
+        fixtures::check_overlapped_greedy(gpu(), &convert(name, ty), &prompt, 12);
+    }
+}
+
+/// The overlapped loop keeps a decoded token to one submission: each id's read-back is
+/// submitted with the pass that chose it, and reading the last one submits nothing more.
+#[test]
+fn overlapped_greedy_submits_once_per_token() {
+    let gguf = convert("tiny-a", "f32");
+    let file = Gguf::open(&gguf).unwrap();
+    // Its own device: the shared one counts the other tests' submissions too.
+    let g = WgpuBackend::new(None).unwrap();
+    let model = Model::load(&file, &g).unwrap();
+    let mut cache = model.new_cache(&g, 8).unwrap();
+    g.sync().unwrap();
+    let before = g.submissions();
+    let mut greedy = Greedy::from_id(&g, 1).unwrap();
+    for _ in 0..8 {
+        greedy.step(&model, &g, &mut cache).unwrap();
+    }
+    greedy.latest(&g).unwrap();
+    assert_eq!(g.submissions() - before, 8);
+}
+
+/// `kiln run --backend wgpu --temp 0` (the overlapped greedy loop) prints the continuation
+/// transformers generated, and exactly `-n` ids of it.
+#[test]
+fn kiln_run_greedy_through_wgpu() {
+    let name = "tiny-b";
+    let dir = fixture(name);
+    let prompt: Vec<String> = read_ids(&dir.join("prompt.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let want: Vec<String> = read_ids(&dir.join("continuation.json"))
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let gguf = convert(name, "bf16");
+    for n in [1, 2, want.len()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["run", "--backend", "wgpu", "-m"])
+            .arg(&gguf)
+            .args(["--tokens", &prompt.join(","), "-n", &n.to_string()])
+            .args(["--temp", "0", "--print-ids"])
+            .output()
+            .expect("run kiln");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            want[..n].join(","),
+            "-n {n}"
         );
     }
 }

@@ -370,6 +370,67 @@ fn embed_every_type() {
     assert!(g.embed(&wb, &[4], &mut out).is_err(), "id 4 of 4 rows");
 }
 
+/// Each row's argmax left on the device, the rows of the table it names embedded from there,
+/// both read back later: (the ids, the rows).
+fn argmax_embed_case<B: Backend>(
+    b: &B,
+    w: &Tensor,
+    scores: &[f32],
+    t: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let wb = b.upload(w.view()).unwrap();
+    let mut ids = b.alloc(t).unwrap();
+    b.argmax_to(&buf(b, scores), t, w.ne[1], &mut ids).unwrap();
+    let mut out = b.alloc(t * w.ne[0]).unwrap();
+    b.embed_from(&wb, &ids, t, &mut out).unwrap();
+    let ids = b.read_later(&ids, t).unwrap();
+    let rows = b.read_later(&out, t * w.ne[0]).unwrap();
+    (b.fetch(ids).unwrap(), b.fetch(rows).unwrap())
+}
+
+/// Greedy decoding's device-side token: the argmax of each row, embedded without the host
+/// knowing it, from one buffer and from a table split over several.
+#[test]
+fn argmax_to_then_embed_from() {
+    let mut split = gpu();
+    split.limit_binding_bytes(2100);
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(9);
+    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q6_K] {
+        let (cols, rows, t) = (256, 40, 3);
+        let w = Tensor::new("emb", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0));
+        let mut scores = r.vec(t * rows, 1.0);
+        for (row, id) in [39, 0, 17].into_iter().enumerate() {
+            scores[row * rows + id] = 3.0;
+        }
+        let want = (vec![39.0, 0.0, 17.0], embed_case(&c, &w, &[39, 0, 17]));
+        assert_eq!(argmax_embed_case(&c, &w, &scores, t), want, "cpu {ty}");
+        assert_eq!(argmax_embed_case(&g, &w, &scores, t), want, "wgpu {ty}");
+        assert_eq!(
+            argmax_embed_case(&split, &w, &scores, t),
+            want,
+            "split {ty}"
+        );
+    }
+}
+
+/// A read queued behind the recorded work sees the buffer as it was there, however late and in
+/// whichever order the reads are fetched.
+#[test]
+fn reads_queued_for_later_see_their_point_in_the_work() {
+    let g = gpu();
+    let mut a = buf(&g, &[1.0, 2.0]);
+    let first = g.read_later(&a, 2).unwrap();
+    g.write(&mut a, &[3.0]).unwrap();
+    let second = g.read_later(&a, 2).unwrap();
+    let acc = buf(&g, &[10.0, 10.0]);
+    g.add(&mut a, &acc, 2).unwrap();
+    let third = g.read_later(&a, 1).unwrap();
+    assert_eq!(g.fetch(second).unwrap(), vec![3.0, 2.0]);
+    assert_eq!(g.fetch(third).unwrap(), vec![13.0]);
+    assert_eq!(g.fetch(first).unwrap(), vec![1.0, 2.0]);
+}
+
 /// (acc + res, rms_norm(acc + res)) through [`Backend::add_rms_norm`].
 fn add_rms_norm_case<B: Backend>(
     b: &B,

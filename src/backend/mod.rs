@@ -4,7 +4,9 @@
 //! needs; it is not a tensor library. Buffers are opaque: weights stay in their raw GGUF block
 //! format wherever the backend keeps them, activations and state are f32 buffers that only the
 //! backend touches. Nothing in the per-token loop reads back to the host except [`Backend::read`]
-//! (logits) and [`Backend::argmax`].
+//! (logits) and [`Backend::argmax`]; greedy decoding can even leave the chosen id on the device
+//! ([`Backend::argmax_to`], [`Backend::embed_from`]) and read it a step later
+//! ([`Backend::read_later`]), so the host records the next token while the device runs this one.
 //!
 //! Every activation buffer holds `t` rows of a fixed width, row-major; the widths follow from
 //! the weights and the dimension structs passed along.
@@ -145,6 +147,8 @@ pub trait Backend: Sync {
     type Weight<'w>: Sync;
     /// An f32 buffer of activations or state.
     type Buf: Send;
+    /// A read queued by [`Backend::read_later`], for [`Backend::fetch`].
+    type Pending: Send;
 
     fn name(&self) -> &'static str;
 
@@ -190,11 +194,34 @@ pub trait Backend: Sync {
     ) -> Result<()>;
     /// Copies the first `len` values back to the host (logits).
     fn read(&self, buf: &Self::Buf, len: usize) -> Result<Vec<f32>>;
+    /// Submits the work recorded so far with a copy of the first `len` values of `buf` at its
+    /// end, and returns without waiting: the host can record more while the device runs it.
+    fn read_later(&self, buf: &Self::Buf, len: usize) -> Result<Self::Pending>;
+    /// The values of a [`Backend::read_later`], once the device has got that far.
+    fn fetch(&self, pending: Self::Pending) -> Result<Vec<f32>>;
     /// Index of the largest value of each of `t` rows of width `cols`.
     fn argmax(&self, x: &Self::Buf, t: usize, cols: usize) -> Result<Vec<u32>>;
+    /// [`Backend::argmax`] into `ids` `[t]`, as f32 values (exact below 2^24), left where the
+    /// next pass's [`Backend::embed_from`] reads them: no host round trip between tokens.
+    fn argmax_to(&self, x: &Self::Buf, t: usize, cols: usize, ids: &mut Self::Buf) -> Result<()> {
+        let v: Vec<f32> = self.argmax(x, t, cols)?.iter().map(|&i| i as f32).collect();
+        self.write(ids, &v)
+    }
 
     /// Rows `ids` of the table (ne `[hidden, vocab]`) into `out` `[t, hidden]`, as f32.
     fn embed(&self, table: &Self::Weight<'_>, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
+    /// [`Backend::embed`] of the `t` ids that `ids` holds as f32 values ([`Backend::argmax_to`]'s
+    /// output). An id outside the table leaves its row unspecified on a GPU backend.
+    fn embed_from(
+        &self,
+        table: &Self::Weight<'_>,
+        ids: &Self::Buf,
+        t: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let v: Vec<u32> = self.read(ids, t)?.iter().map(|&i| i as u32).collect();
+        self.embed(table, &v, out)
+    }
     /// `out[t, rows] = x[t, cols] · Wᵀ` for W with ne `[cols, rows]`.
     fn matmul(
         &self,

@@ -10,7 +10,7 @@ use clap::Args;
 use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
 use kiln::gguf::Gguf;
-use kiln::model::{HybridCache, Logits, MAX_UBATCH, Model};
+use kiln::model::{Greedy, HybridCache, Logits, MAX_UBATCH, Model};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -70,10 +70,9 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     // allocate a prompt's temporaries, before anything is timed (as llama-bench's warm-up run).
     let warm = args.n_prompt.clamp(2, MAX_UBATCH);
     let mut cache = model.new_cache(b, warm + 1)?;
-    for chunk in [ids.take(warm), ids.take(1)] {
-        let l = model.forward(b, &chunk, &mut cache, Logits::Last)?;
-        b.argmax(&l, 1, model.config.vocab)?;
-    }
+    let l = model.forward(b, &ids.take(warm), &mut cache, Logits::Last)?;
+    b.argmax(&l, 1, model.config.vocab)?;
+    decode(b, &model, &mut cache, 1, ids.take(1)[0])?;
     drop(cache);
     if args.profile {
         b.start_profile()?;
@@ -190,7 +189,9 @@ struct DecodeTime {
     recording: f64,
 }
 
-/// `n` greedy decode steps from `first`.
+/// `n` greedy decode steps from `first`, each recorded while the device runs the one before
+/// (llama-bench's tg feeds tokens without a host decision between them); timed until the last
+/// token is back on the host.
 fn decode<B: Backend>(
     b: &B,
     model: &Model<'_, B>,
@@ -199,14 +200,12 @@ fn decode<B: Backend>(
     first: u32,
 ) -> anyhow::Result<DecodeTime> {
     let t0 = Instant::now();
-    let mut recording = 0.0;
-    let mut id = first;
+    let mut greedy = Greedy::from_id(b, first)?;
     for _ in 0..n {
-        let r0 = Instant::now();
-        let l = model.forward(b, &[id], cache, Logits::Last)?;
-        recording += r0.elapsed().as_secs_f64();
-        id = b.argmax(&l, 1, model.config.vocab)?[0];
+        greedy.step(model, b, cache)?;
     }
+    let recording = greedy.recording().as_secs_f64();
+    greedy.latest(b)?;
     Ok(DecodeTime {
         total: t0.elapsed().as_secs_f64(),
         recording,

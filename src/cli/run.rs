@@ -17,7 +17,7 @@ use kiln::chat::ChatTemplate;
 use kiln::chat::repl::sanitize_for_terminal;
 use kiln::chat::session::{Message, Role, render_conversation};
 use kiln::gguf::Gguf;
-use kiln::model::{Logits, Model};
+use kiln::model::{Greedy, Logits, Model};
 use kiln::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Args, Debug)]
@@ -220,17 +220,30 @@ fn generate<B: Backend>(b: &B, args: &RunArgs) -> anyhow::Result<()> {
     let t_prompt = t0.elapsed();
     let t1 = Instant::now();
     let mut out = Vec::with_capacity(args.n_predict);
-    while out.len() < args.n_predict {
-        let id = if args.temp <= 0.0 {
-            b.argmax(&logits, 1, vocab)?[0]
-        } else {
-            sampler.sample(&b.read(&logits, vocab)?)
-        };
-        out.push(id);
-        if end(id) || !output.token(id)? || out.len() == args.n_predict {
-            break;
+    if args.temp <= 0.0 && args.n_predict > 0 {
+        // Greedy: each token's pass is queued before the host looks at the token, so the device
+        // runs it while the host prints; a stop at the end of text leaves one pass unread.
+        let mut greedy = Greedy::from_logits(b, &logits, vocab)?;
+        loop {
+            let id = if out.len() + 1 < args.n_predict {
+                greedy.step(&model, b, &mut cache)?
+            } else {
+                greedy.latest(b)?
+            };
+            out.push(id);
+            if end(id) || !output.token(id)? || out.len() == args.n_predict {
+                break;
+            }
         }
-        logits = model.forward(b, &[id], &mut cache, Logits::Last)?;
+    } else {
+        while out.len() < args.n_predict {
+            let id = sampler.sample(&b.read(&logits, vocab)?);
+            out.push(id);
+            if end(id) || !output.token(id)? || out.len() == args.n_predict {
+                break;
+            }
+            logits = model.forward(b, &[id], &mut cache, Logits::Last)?;
+        }
     }
     let t_gen = t1.elapsed();
     output.finish(&out)?;

@@ -20,6 +20,22 @@ pub enum Logits {
 /// stay bounded however long it is.
 pub const MAX_UBATCH: usize = 512;
 
+/// Where a pass's token ids are: on the host, or `t` of them on the device as f32 values (the
+/// previous pass's [`Backend::argmax_to`]).
+enum Ids<'a, Buf> {
+    Host(&'a [u32]),
+    Device(&'a Buf, usize),
+}
+
+impl<Buf> Ids<'_, Buf> {
+    fn len(&self) -> usize {
+        match self {
+            Ids::Host(ids) => ids.len(),
+            Ids::Device(_, t) => *t,
+        }
+    }
+}
+
 impl<B: Backend> Model<'_, B> {
     /// Runs `ids` as the next tokens of the sequence in `cache` and returns the logits buffer
     /// (`[t or 1, vocab]`, f32). A prompt of any length is one call; decode is a call per token.
@@ -31,7 +47,7 @@ impl<B: Backend> Model<'_, B> {
         which: Logits,
     ) -> Result<B::Buf, ModelError> {
         if ids.len() <= MAX_UBATCH {
-            return self.forward_ubatch(b, ids, cache, which);
+            return self.forward_ubatch(b, Ids::Host(ids), cache, which);
         }
         let vocab = self.config.vocab;
         if cache.pos + ids.len() > cache.capacity {
@@ -46,7 +62,7 @@ impl<B: Backend> Model<'_, B> {
         };
         let mut last = None;
         for (i, chunk) in ids.chunks(MAX_UBATCH).enumerate() {
-            let logits = self.forward_ubatch(b, chunk, cache, which)?;
+            let logits = self.forward_ubatch(b, Ids::Host(chunk), cache, which)?;
             if let Some(all) = &mut all {
                 b.copy(&logits, 0, all, i * MAX_UBATCH * vocab, chunk.len() * vocab)?;
             }
@@ -58,11 +74,24 @@ impl<B: Backend> Model<'_, B> {
         })
     }
 
+    /// [`Model::forward`] of one token whose id the device holds as an f32 value in `id`
+    /// (written by [`Backend::argmax_to`] over this model's logits): the host need not know the
+    /// id, so the pass can be recorded while the device is still choosing it.
+    pub fn forward_device_id(
+        &self,
+        b: &B,
+        id: &B::Buf,
+        cache: &mut HybridCache<B>,
+        which: Logits,
+    ) -> Result<B::Buf, ModelError> {
+        self.forward_ubatch(b, Ids::Device(id, 1), cache, which)
+    }
+
     /// [`Model::forward`] for at most [`MAX_UBATCH`] tokens: one pass through the layers.
     fn forward_ubatch(
         &self,
         b: &B,
-        ids: &[u32],
+        ids: Ids<'_, B::Buf>,
         cache: &mut HybridCache<B>,
         which: Logits,
     ) -> Result<B::Buf, ModelError> {
@@ -72,7 +101,9 @@ impl<B: Backend> Model<'_, B> {
         if t == 0 {
             return Err(ModelError::NoTokens);
         }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= cfg.vocab) {
+        if let Ids::Host(ids) = &ids
+            && let Some(&id) = ids.iter().find(|&&id| id as usize >= cfg.vocab)
+        {
             return Err(ModelError::TokenOutOfRange {
                 id,
                 vocab: cfg.vocab,
@@ -87,7 +118,10 @@ impl<B: Backend> Model<'_, B> {
         }
 
         let mut h = b.scratch(t * d)?;
-        b.embed(&w.token_embd, ids, &mut h)?;
+        match ids {
+            Ids::Host(ids) => b.embed(&w.token_embd, ids, &mut h)?,
+            Ids::Device(ids, t) => b.embed_from(&w.token_embd, ids, t, &mut h)?,
+        }
         let mut normed = b.scratch(t * d)?;
         let mut branch = b.scratch(t * d)?;
         for (i, (layer, state)) in w.layers.iter().zip(cache.layers.iter_mut()).enumerate() {

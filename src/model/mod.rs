@@ -1,11 +1,13 @@
 //! Kimi Linear: hyper-parameters from GGUF metadata ([`config`]), weights by their GGUF names
 //! ([`weights`]), the per-sequence hybrid state ([`cache`]) and the forward pass, written once
-//! over [`Backend`]: [`forward`] runs the layer loop, [`kda`], [`mla`] and [`ffn`] one block each.
+//! over [`Backend`]: [`forward`] runs the layer loop, [`kda`], [`mla`] and [`ffn`] one block each;
+//! [`greedy`] decodes with the device a step ahead of the host.
 
 pub mod cache;
 pub mod config;
 mod ffn;
 mod forward;
+mod greedy;
 mod kda;
 mod mla;
 pub mod weights;
@@ -16,6 +18,7 @@ use crate::gguf::Gguf;
 pub use cache::HybridCache;
 pub use config::{Config, LayerKind};
 pub use forward::{Logits, MAX_UBATCH};
+pub use greedy::Greedy;
 use weights::Weights;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use kiln::backend::Backend;
 use kiln::gguf::Gguf;
-use kiln::model::{Logits, Model};
+use kiln::model::{Greedy, Logits, Model};
 
 pub const FIXTURES: [&str; 4] = ["tiny-a", "tiny-b", "tiny-c", "tiny-d"];
 
@@ -183,4 +183,71 @@ pub fn check_fixture_type<B: Backend>(b: &B, name: &str, ty: &str) {
         "{name} {ty}: decode logits off by {err_decode:e} (std {std})"
     );
     assert_eq!(run.greedy, want, "{name} {ty}: greedy continuation");
+}
+
+/// Greedy decoding of `n` tokens after `prompt`, fed both ways: eagerly (each id read back
+/// before the next pass is recorded, the backend's argmax) and through [`Greedy`] (the device a
+/// step ahead of the host), started from the prompt's logits (`kiln run`) and from a host id
+/// (`kiln bench`). The ids must agree, and so must the logits of one more pass after each,
+/// which show the sequence state each way left.
+pub fn check_overlapped_greedy<B: Backend>(b: &B, gguf: &Path, prompt: &[u32], n: usize) {
+    let file = Gguf::open(gguf).unwrap();
+    let model = Model::load(&file, b).unwrap();
+    let vocab = model.config.vocab;
+    let after = |cache: &mut _, id: u32| {
+        let l = model.forward(b, &[id], cache, Logits::Last).unwrap();
+        b.read(&l, vocab).unwrap()
+    };
+
+    let mut cache = model.new_cache(b, prompt.len() + n + 1).unwrap();
+    let mut logits = model.forward(b, prompt, &mut cache, Logits::Last).unwrap();
+    let mut eager = Vec::new();
+    loop {
+        eager.push(b.argmax(&logits, 1, vocab).unwrap()[0]);
+        if eager.len() == n {
+            break;
+        }
+        logits = model
+            .forward(b, &eager[eager.len() - 1..], &mut cache, Logits::Last)
+            .unwrap();
+    }
+    let eager_pos = cache.pos;
+    let eager_after = after(&mut cache, eager[n - 1]);
+
+    // As `kiln run` decodes: the last id is read without running its pass.
+    let mut cache = model.new_cache(b, prompt.len() + n + 1).unwrap();
+    let logits = model.forward(b, prompt, &mut cache, Logits::Last).unwrap();
+    let mut greedy = Greedy::from_logits(b, &logits, vocab).unwrap();
+    let mut ahead: Vec<u32> = (1..n)
+        .map(|_| greedy.step(&model, b, &mut cache).unwrap())
+        .collect();
+    ahead.push(greedy.latest(b).unwrap());
+    assert_eq!(
+        ahead,
+        eager,
+        "{}: greedy ids from the prompt's logits",
+        b.name()
+    );
+    assert_eq!(cache.pos, eager_pos);
+    let ahead_after = after(&mut cache, ahead[n - 1]);
+    assert_eq!(ahead_after, eager_after, "{}: the state left", b.name());
+
+    // As `kiln bench` decodes: from the prompt's first id, known on the host.
+    let mut cache = model.new_cache(b, prompt.len() + n + 1).unwrap();
+    model
+        .forward(b, &prompt[..prompt.len() - 1], &mut cache, Logits::Last)
+        .unwrap();
+    let mut greedy = Greedy::from_id(b, prompt[prompt.len() - 1]).unwrap();
+    let mut from_id: Vec<u32> = (0..n)
+        .map(|_| greedy.step(&model, b, &mut cache).unwrap())
+        .collect();
+    from_id.push(greedy.latest(b).unwrap());
+    assert_eq!(from_id[0], prompt[prompt.len() - 1]);
+    assert_eq!(
+        from_id[1..],
+        eager[..],
+        "{}: greedy ids from a host id",
+        b.name()
+    );
+    assert_eq!(cache.pos, eager_pos);
 }

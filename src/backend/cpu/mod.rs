@@ -73,6 +73,8 @@ fn check_len(buf: &[f32], needed: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Weight<'w> = CpuWeight<'w>;
     type Buf = Vec<f32>;
+    /// The values themselves: the CPU has nothing to wait for.
+    type Pending = Vec<f32>;
 
     fn name(&self) -> &'static str {
         if self.exact { "cpu (exact)" } else { "cpu" }
@@ -136,6 +138,14 @@ impl Backend for CpuBackend {
     fn read(&self, buf: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
         check_len(buf, len)?;
         Ok(buf[..len].to_vec())
+    }
+
+    fn read_later(&self, buf: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        self.read(buf, len)
+    }
+
+    fn fetch(&self, pending: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(pending)
     }
 
     fn argmax(&self, x: &Vec<f32>, t: usize, cols: usize) -> Result<Vec<u32>> {

@@ -31,6 +31,7 @@ pub use device::{AdapterSummary, list_adapters};
 use kernels::{Kernel, KernelKey, Pipelines, SUPPORTED};
 use pool::Pool;
 pub use profile::{KernelTime, format_report};
+pub use recorder::Readback;
 use recorder::Recorder;
 
 /// Bytes of new buffers after which the pending work is submitted (see `new_buffer_of`).
@@ -218,6 +219,11 @@ impl WgpuBackend {
         }
     }
 
+    /// Command submissions so far (a decoded token should be one).
+    pub fn submissions(&self) -> u64 {
+        self.rec().submissions()
+    }
+
     /// Submits all recorded work and waits for the GPU to finish it (for timing).
     pub fn sync(&self) -> Result<()> {
         self.rec().flush(&self.ctx)?;
@@ -320,6 +326,41 @@ impl WgpuBackend {
         }))
     }
 
+    /// Rows of `table` for the `t` ids in `ids` (u32 values, or f32 ones where `float_ids`)
+    /// into `out`, one dispatch per buffer of the table.
+    fn embed_rows(
+        &self,
+        table: &WgpuWeight<'_>,
+        ids: &wgpu::Buffer,
+        t: usize,
+        float_ids: bool,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        let cols = table.ne[0];
+        check_len(out.len, t * cols)?;
+        if !cols.is_multiple_of(kernels::row_quantum(table.ty)) {
+            return Err(table.shape_error(format!(
+                "a row length divisible by {}",
+                kernels::row_quantum(table.ty)
+            )));
+        }
+        for part in &table.parts {
+            self.run(
+                KernelKey::typed(Kernel::Embed, table.ty),
+                &[&part.buf, ids, &out.buf],
+                &[
+                    cols as u32,
+                    t as u32,
+                    part.row0 as u32,
+                    part.rows as u32,
+                    float_ids as u32,
+                ],
+                t,
+            )?;
+        }
+        Ok(())
+    }
+
     fn binding_cap(&self) -> u64 {
         self.binding_cap
     }
@@ -364,6 +405,7 @@ impl WgpuBackend {
 impl Backend for WgpuBackend {
     type Weight<'w> = WgpuWeight<'w>;
     type Buf = WgpuBuf;
+    type Pending = Readback;
 
     fn name(&self) -> &'static str {
         "wgpu"
@@ -531,50 +573,52 @@ impl Backend for WgpuBackend {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    fn read_later(&self, buf: &WgpuBuf, len: usize) -> Result<Readback> {
+        check_len(buf.len, len)?;
+        self.rec()
+            .read_later(&self.ctx, &buf.buf, 0, len as u64 * 4)
+    }
+
+    fn fetch(&self, pending: Readback) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&pending.wait(&self.ctx)?))
+    }
+
     fn argmax(&self, x: &WgpuBuf, t: usize, cols: usize) -> Result<Vec<u32>> {
-        check_len(x.len, t * cols)?;
-        let out = self.scratch(t)?;
-        self.run(
-            KernelKey::plain(Kernel::Argmax),
-            &[&x.buf, &out.buf],
-            &[cols as u32, t as u32, 0, 0],
-            t,
-        )?;
+        let mut out = self.scratch(t)?;
+        self.argmax_to(x, t, cols, &mut out)?;
         let v = self.read(&out, t)?;
         Ok(v.into_iter().map(|i| i as u32).collect())
     }
 
+    fn argmax_to(&self, x: &WgpuBuf, t: usize, cols: usize, ids: &mut WgpuBuf) -> Result<()> {
+        check_len(x.len, t * cols)?;
+        check_len(ids.len, t)?;
+        self.run(
+            KernelKey::plain(Kernel::Argmax),
+            &[&x.buf, &ids.buf],
+            &[cols as u32, t as u32, 0, 0],
+            t,
+        )
+    }
+
     fn embed(&self, table: &WgpuWeight<'_>, ids: &[u32], out: &mut WgpuBuf) -> Result<()> {
-        let cols = table.ne[0];
-        check_len(out.len, ids.len() * cols)?;
         let rows = table.rows();
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= rows) {
             return Err(BackendError::TokenOutOfRange { id, rows });
         }
-        if !cols.is_multiple_of(kernels::row_quantum(table.ty)) {
-            return Err(table.shape_error(format!(
-                "a row length divisible by {}",
-                kernels::row_quantum(table.ty)
-            )));
-        }
-        if ids.is_empty() {
-            return Ok(());
-        }
         let id_buf = self.buffer_with(bytemuck::cast_slice(ids));
-        for part in &table.parts {
-            self.run(
-                KernelKey::typed(Kernel::Embed, table.ty),
-                &[&part.buf, &id_buf, &out.buf],
-                &[
-                    cols as u32,
-                    ids.len() as u32,
-                    part.row0 as u32,
-                    part.rows as u32,
-                ],
-                ids.len(),
-            )?;
-        }
-        Ok(())
+        self.embed_rows(table, &id_buf, ids.len(), false, out)
+    }
+
+    fn embed_from(
+        &self,
+        table: &WgpuWeight<'_>,
+        ids: &WgpuBuf,
+        t: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        check_len(ids.len, t)?;
+        self.embed_rows(table, &ids.buf, t, true, out)
     }
 
     fn matmul(&self, w: &WgpuWeight<'_>, x: &WgpuBuf, t: usize, out: &mut WgpuBuf) -> Result<()> {

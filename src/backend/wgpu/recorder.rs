@@ -1,5 +1,6 @@
 //! Command recording. Every op appends to one pending command encoder; nothing is submitted
-//! until the host needs a result (`read`, `argmax`), so a decoded token is one submission.
+//! until the host needs a result (`read`, `argmax`) or queues a read for later (`read_later`),
+//! so a decoded token is one submission.
 //! Writes, clears and copies are recorded in the same encoder, in order with the dispatches.
 //!
 //! Per-dispatch parameters go to a host-side arena of 256-byte uniform slots; the arena is
@@ -52,6 +53,8 @@ pub struct Recorder {
     /// Cached bind groups and the submission that last used each.
     binds: HashMap<BindKey, (wgpu::BindGroup, u64)>,
     submissions: u64,
+    /// The latest submission, which a read queued with it waits for.
+    last_submit: Option<wgpu::SubmissionIndex>,
     /// Bytes of buffers created since the last submission.
     pub fresh_bytes: u64,
 }
@@ -192,6 +195,10 @@ impl Recorder {
         })
     }
 
+    pub fn submissions(&self) -> u64 {
+        self.submissions
+    }
+
     /// Submits everything recorded so far (a no-op when nothing is pending).
     pub fn flush(&mut self, ctx: &Context) -> Result<()> {
         self.pass = None;
@@ -209,7 +216,7 @@ impl Recorder {
         }
         self.used = 0;
         let pending_profile = self.profiler.as_mut().and_then(|p| p.resolve(&mut enc));
-        ctx.queue.submit([enc.finish()]);
+        self.last_submit = Some(ctx.queue.submit([enc.finish()]));
         self.fresh_bytes = 0;
         self.submissions += 1;
         let now = self.submissions;
@@ -230,6 +237,18 @@ impl Recorder {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>> {
+        self.read_later(ctx, buf, offset, size)?.wait(ctx)
+    }
+
+    /// Submits all recorded work with a copy of `size` bytes of `buf` from `offset` at its
+    /// end, and returns without waiting for the device.
+    pub fn read_later(
+        &mut self,
+        ctx: &Context,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Readback> {
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln readback"),
             size: size.max(4),
@@ -241,34 +260,63 @@ impl Recorder {
                 .copy_buffer_to_buffer(buf, offset, &staging, 0, size);
         }
         self.flush(ctx)?;
-        let mut bytes = map_read(ctx, &staging)?;
-        bytes.truncate(size as usize);
+        // Mapped only now: a buffer with a mapping requested cannot be used by a submission.
+        Ok(Readback::start(staging, size, self.last_submit.clone()))
+    }
+}
+
+/// A MAP_READ buffer whose filling is submitted and whose mapping is requested.
+pub struct Readback {
+    buf: wgpu::Buffer,
+    /// Bytes asked for (the buffer may be larger).
+    size: u64,
+    /// The submission that fills it; `None` waits for all of them.
+    submission: Option<wgpu::SubmissionIndex>,
+    mapped: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+}
+
+impl Readback {
+    fn start(buf: wgpu::Buffer, size: u64, submission: Option<wgpu::SubmissionIndex>) -> Self {
+        let mapped = Arc::new(Mutex::new(None));
+        let sink = mapped.clone();
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        });
+        Readback {
+            buf,
+            size,
+            submission,
+            mapped,
+        }
+    }
+
+    /// Waits for the submission that fills the buffer (not for later ones) and returns the
+    /// bytes.
+    pub fn wait(self, ctx: &Context) -> Result<Vec<u8>> {
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: self.submission,
+                timeout: None,
+            })
+            .map_err(|e| BackendError::Gpu(format!("waiting for the GPU: {e}")))?;
+        let status = self.mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match status {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(BackendError::Gpu(format!("mapping a readback: {e}"))),
+            None => return Err(BackendError::Gpu("a readback never completed".into())),
+        }
+        let slice = self.buf.slice(..);
+        let mut bytes = slice
+            .get_mapped_range()
+            .map_err(|e| BackendError::Gpu(format!("mapping a readback: {e:?}")))?
+            .to_vec();
+        self.buf.unmap();
+        bytes.truncate(self.size as usize);
         Ok(bytes)
     }
 }
 
 /// Maps a MAP_READ buffer (after its copy was submitted) and returns its bytes.
 pub fn map_read(ctx: &Context, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
-    let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-        Arc::new(Mutex::new(None));
-    let sink = done.clone();
-    let slice = buf.slice(..);
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-    });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| BackendError::Gpu(format!("waiting for the GPU: {e}")))?;
-    let status = done.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match status {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(BackendError::Gpu(format!("mapping a readback: {e}"))),
-        None => return Err(BackendError::Gpu("a readback never completed".into())),
-    }
-    let bytes = slice
-        .get_mapped_range()
-        .map_err(|e| BackendError::Gpu(format!("mapping a readback: {e:?}")))?
-        .to_vec();
-    buf.unmap();
-    Ok(bytes)
+    Readback::start(buf.clone(), buf.size(), None).wait(ctx)
 }
