@@ -147,8 +147,8 @@ impl WgpuBackend {
         let binding_cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3;
         Ok(WgpuBackend {
             binding_cap,
+            pipelines: Pipelines::new(ctx.subgroups),
             ctx,
-            pipelines: Pipelines::default(),
             rec: Mutex::new(Recorder::default()),
             dummy,
             staged: Mutex::new(0),
@@ -164,6 +164,18 @@ impl WgpuBackend {
     /// Whether prompt products run on cooperative matrices (f16 operands, f32 sums).
     pub fn coop_matrix(&self) -> bool {
         self.ctx.coop_matrix
+    }
+
+    /// Whether the row and routing kernels reduce over subgroups.
+    pub fn subgroups(&self) -> bool {
+        self.pipelines.subgroups()
+    }
+
+    /// Makes the row and routing kernels reduce through workgroup memory, as on a device without
+    /// subgroup operations (what `KILN_NO_SUBGROUPS` does for a whole process): lets the tests
+    /// run both variants on one device.
+    pub fn without_subgroups(&mut self) {
+        self.pipelines = Pipelines::new(false);
     }
 
     fn rec(&self) -> MutexGuard<'_, Recorder> {
