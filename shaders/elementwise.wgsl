@@ -20,8 +20,6 @@ const WG: u32 = 256u;
 // every load before the first store (a store to a read_write binding may alias the others,
 // so loads after it wait for it), reduced once, written once. Longer rows take the loops.
 const VPT: u32 = 16u;
-var<workgroup> red: array<f32, WG>;
-var<workgroup> redi: array<u32, WG>;
 
 fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
@@ -203,41 +201,37 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     dst[i] = dst[i] + src0[i];
 }
 
-// dst[row] = index of the largest of the row's n values (the first on ties), as f32: exact
-// below 2^24, far above any vocabulary.
+// dst[row] = index of the largest of the row's n values (the first on ties; NaN never wins),
+// as f32: exact below 2^24, far above any vocabulary. Each thread loads VPT values at a time
+// (a vocabulary row of 163,840 is 40 rounds of loads per thread, not 640), keeping the first
+// of its largest; then one reduction.
 @compute @workgroup_size(256)
-fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let row = lin_id(wid, nwg);
+fn argmax(th: Thread) {
+    let row = lin_id(th.wid, th.nwg);
     if row >= p.t {
         return;
     }
     let b = row * p.n;
-    var best = li;
+    var best = th.li;
     var bv = -3.4028235e38;
-    if li < p.n {
-        bv = src0[b + li];
-    }
-    for (var i = li + WG; i < p.n; i += WG) {
-        let v = src0[b + i];
-        if v > bv {
-            bv = v;
-            best = i;
+    for (var i0 = 0u; i0 < p.n; i0 += WG * VPT) {
+        var v: array<f32, VPT>;
+        for (var k = 0u; k < VPT; k++) {
+            let i = i0 + th.li + k * WG;
+            v[k] = bv;
+            if i < p.n {
+                v[k] = src0[b + i];
+            }
         }
-    }
-    red[li] = bv;
-    redi[li] = best;
-    for (var step = WG / 2u; step > 0u; step >>= 1u) {
-        workgroupBarrier();
-        if li < step {
-            let ov = red[li + step];
-            let oi = redi[li + step];
-            if ov > red[li] || (ov == red[li] && oi < redi[li]) {
-                red[li] = ov;
-                redi[li] = oi;
+        for (var k = 0u; k < VPT; k++) {
+            if v[k] > bv {
+                bv = v[k];
+                best = i0 + th.li + k * WG;
             }
         }
     }
-    if li == 0u {
-        dst[row] = f32(redi[0]);
+    let m = argmax_all(bv, best, th);
+    if th.li == 0u {
+        dst[row] = f32(m);
     }
 }

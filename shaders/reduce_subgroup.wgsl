@@ -1,5 +1,5 @@
 // Workgroup reductions over subgroups (kernels.rs prepends this file, or reduce_workgroup.wgsl
-// where the device has no subgroup operations; both define `Thread` and `sum_all`). A kernel
+// where the device has no subgroup operations; both define `Thread`, `sum_all` and `argmax_all`). A kernel
 // takes its builtins as one `Thread`, so that only this variant asks for the subgroup ones.
 
 struct Thread {
@@ -14,6 +14,7 @@ struct Thread {
 
 // One partial result per subgroup (a workgroup of 256 has at most 256 subgroups).
 var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial_i: array<u32, 256>;
 
 // The sum of every thread's `v`, returned to every thread: a subgroup sum, one barrier, then
 // each subgroup sums the subgroups' partial sums itself (no second barrier to hand the total
@@ -29,4 +30,28 @@ fn sum_all(v: f32, th: Thread) -> f32 {
         x += partial[j];
     }
     return subgroupAdd(x);
+}
+
+// The index of the largest of every thread's value `v` at index `i` (the lowest index among
+// equal values), returned to every thread. `v` must not be NaN. Called once per dispatch.
+fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
+    let m = subgroupMax(v);
+    let mi = subgroupMin(select(0xffffffffu, i, v == m));
+    if th.lane == 0u {
+        partial[th.sg] = m;
+        partial_i[th.sg] = mi;
+    }
+    workgroupBarrier();
+    var bv = -3.4028235e38;
+    var bi = 0xffffffffu;
+    for (var j = th.lane; j < th.nsg; j += th.sgs) {
+        let pv = partial[j];
+        let pi = partial_i[j];
+        if pv > bv || (pv == bv && pi < bi) {
+            bv = pv;
+            bi = pi;
+        }
+    }
+    let wm = subgroupMax(bv);
+    return subgroupMin(select(0xffffffffu, bi, bv == wm));
 }

@@ -1,5 +1,5 @@
 // Workgroup reductions through workgroup memory, for devices without subgroup operations (the
-// same `Thread` and `sum_all` as reduce_subgroup.wgsl): a tree of 8 barrier steps.
+// same `Thread`, `sum_all` and `argmax_all` as reduce_subgroup.wgsl): trees of 8 barrier steps.
 
 struct Thread {
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -9,6 +9,7 @@ struct Thread {
 
 // One value per thread of a 256-thread workgroup.
 var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial_i: array<u32, 256>;
 
 // The sum of every thread's `v`, returned to every thread.
 fn sum_all(v: f32, th: Thread) -> f32 {
@@ -23,4 +24,26 @@ fn sum_all(v: f32, th: Thread) -> f32 {
     let s = partial[0];
     workgroupBarrier();
     return s;
+}
+
+// The index of the largest of every thread's value `v` at index `i` (the lowest index among
+// equal values), returned to every thread. `v` must not be NaN.
+fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
+    partial[th.li] = v;
+    partial_i[th.li] = i;
+    for (var step = 128u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if th.li < step {
+            let ov = partial[th.li + step];
+            let oi = partial_i[th.li + step];
+            if ov > partial[th.li] || (ov == partial[th.li] && oi < partial_i[th.li]) {
+                partial[th.li] = ov;
+                partial_i[th.li] = oi;
+            }
+        }
+    }
+    workgroupBarrier();
+    let r = partial_i[0];
+    workgroupBarrier();
+    return r;
 }

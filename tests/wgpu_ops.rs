@@ -1173,3 +1173,30 @@ fn short_conv_of_every_width() {
         );
     }
 }
+
+/// Argmax of short rows and of a vocabulary-sized one across its load batches, with either
+/// reduction: the first index among equal maxima, as the CPU backend.
+#[test]
+fn argmax_of_long_rows_with_and_without_subgroups() {
+    let c = cpu();
+    let mut r = Rng(19);
+    for g in &both_reductions() {
+        for n in [5, 1000, 4096, 4097, 163_840] {
+            let t = 4;
+            let mut rows = r.vec(t * n, 1.0);
+            // Row 1: a tie, second copy first in thread order; row 2: the last value; row 3:
+            // a tie of two copies 4096 apart (two load batches of one thread).
+            rows[n + n - 1] = 7.0;
+            rows[n + n / 2] = 7.0;
+            rows[2 * n + n - 1] = 3.0;
+            rows[3 * n + n / 3] = 5.0;
+            if n / 3 + 4096 < n {
+                rows[3 * n + n / 3 + 4096] = 5.0;
+            }
+            let got = g.argmax(&buf(g, &rows), t, n).unwrap();
+            let want = c.argmax(&buf(&c, &rows), t, n).unwrap();
+            assert_eq!(got, want, "argmax n={n} subgroups {}", g.subgroups());
+            assert_eq!(got[1] as usize, n / 2);
+        }
+    }
+}
