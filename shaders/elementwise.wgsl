@@ -201,25 +201,17 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     dst[i] = dst[i] + src0[i];
 }
 
-// dst[row] = index of the largest of the row's n values (the first on ties; NaN never wins),
-// as f32: exact below 2^24, far above any vocabulary. Each thread loads VPT values at a time
-// (a vocabulary row of 163,840 is 40 rounds of loads per thread, not 640), keeping the first
-// of its largest; then one reduction.
-@compute @workgroup_size(256)
-fn argmax(th: Thread) {
-    let row = lin_id(th.wid, th.nwg);
-    if row >= p.t {
-        return;
-    }
-    let b = row * p.n;
-    var best = th.li;
+// The largest of values lo..hi of row b (the first on ties; NaN never wins), VPT values per
+// thread loaded in one batch, and its index within the row.
+fn row_argmax(b: u32, lo: u32, hi: u32, th: Thread) -> Best {
+    var best = lo + th.li;
     var bv = -3.4028235e38;
-    for (var i0 = 0u; i0 < p.n; i0 += WG * VPT) {
+    for (var i0 = lo; i0 < hi; i0 += WG * VPT) {
         var v: array<f32, VPT>;
         for (var k = 0u; k < VPT; k++) {
             let i = i0 + th.li + k * WG;
             v[k] = bv;
-            if i < p.n {
+            if i < hi {
                 v[k] = src0[b + i];
             }
         }
@@ -230,8 +222,62 @@ fn argmax(th: Thread) {
             }
         }
     }
-    let m = argmax_all(bv, best, th);
+    return argmax_all(bv, best, th);
+}
+
+// dst[row] = index of the largest of the row's n values (the first on ties; NaN never wins),
+// as f32: exact below 2^24, far above any vocabulary. One workgroup per row.
+@compute @workgroup_size(256)
+fn argmax(th: Thread) {
+    let row = lin_id(th.wid, th.nwg);
+    if row >= p.t {
+        return;
+    }
+    let m = row_argmax(row * p.n, 0u, p.n, th);
     if th.li == 0u {
-        dst[row] = f32(m);
+        dst[row] = f32(m.i);
+    }
+}
+
+// Long rows (a vocabulary's logits) in two dispatches, so that every SM reads a part: first
+// one workgroup per WG · VPT values of a row, each writing its (largest, index as f32) to dst
+// [row, extra chunks, 2]; then `argmax_merge`.
+@compute @workgroup_size(256)
+fn argmax_part(th: Thread) {
+    let wg = lin_id(th.wid, th.nwg);
+    let row = wg / p.extra;
+    if row >= p.t {
+        return;
+    }
+    let lo = (wg % p.extra) * WG * VPT;
+    let m = row_argmax(row * p.n, lo, min(lo + WG * VPT, p.n), th);
+    if th.li == 0u {
+        dst[2u * wg] = m.v;
+        dst[2u * wg + 1u] = f32(m.i);
+    }
+}
+
+// dst[row] = the index of the largest of the row's n (largest, index) pairs that argmax_part
+// wrote (the lowest index on ties). One workgroup per row.
+@compute @workgroup_size(256)
+fn argmax_merge(th: Thread) {
+    let row = lin_id(th.wid, th.nwg);
+    if row >= p.t {
+        return;
+    }
+    let b = 2u * row * p.n;
+    var bv = -3.4028235e38;
+    var bi = 0xffffffffu;
+    for (var j = th.li; j < p.n; j += WG) {
+        let v = src0[b + 2u * j];
+        let i = u32(src0[b + 2u * j + 1u]);
+        if v > bv || (v == bv && i < bi) {
+            bv = v;
+            bi = i;
+        }
+    }
+    let m = argmax_all(bv, bi, th);
+    if th.li == 0u {
+        dst[row] = f32(m.i);
     }
 }

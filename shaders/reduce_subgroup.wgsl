@@ -1,6 +1,7 @@
 // Workgroup reductions over subgroups (kernels.rs prepends this file, or reduce_workgroup.wgsl
-// where the device has no subgroup operations; both define `Thread`, `sum_all` and `argmax_all`). A kernel
-// takes its builtins as one `Thread`, so that only this variant asks for the subgroup ones.
+// where the device has no subgroup operations; both define `Thread`, `Best`, `sum_all` and
+// `argmax_all`). A kernel takes its builtins as one `Thread`, so that only this variant asks
+// for the subgroup ones.
 
 struct Thread {
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -32,9 +33,15 @@ fn sum_all(v: f32, th: Thread) -> f32 {
     return subgroupAdd(x);
 }
 
-// The index of the largest of every thread's value `v` at index `i` (the lowest index among
-// equal values), returned to every thread. `v` must not be NaN. Called once per dispatch.
-fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
+// A value and its index.
+struct Best {
+    v: f32,
+    i: u32,
+}
+
+// The largest of every thread's value `v` at index `i` and its index (the lowest among equal
+// values), returned to every thread. `v` must not be NaN. Called once per dispatch.
+fn argmax_all(v: f32, i: u32, th: Thread) -> Best {
     let m = subgroupMax(v);
     let mi = subgroupMin(select(0xffffffffu, i, v == m));
     if th.lane == 0u {
@@ -53,5 +60,5 @@ fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
         }
     }
     let wm = subgroupMax(bv);
-    return subgroupMin(select(0xffffffffu, bi, bv == wm));
+    return Best(wm, subgroupMin(select(0xffffffffu, bi, bv == wm)));
 }

@@ -1,5 +1,6 @@
 // Workgroup reductions through workgroup memory, for devices without subgroup operations (the
-// same `Thread`, `sum_all` and `argmax_all` as reduce_subgroup.wgsl): trees of 8 barrier steps.
+// same `Thread`, `Best`, `sum_all` and `argmax_all` as reduce_subgroup.wgsl): trees of 8
+// barrier steps.
 
 struct Thread {
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -26,9 +27,15 @@ fn sum_all(v: f32, th: Thread) -> f32 {
     return s;
 }
 
-// The index of the largest of every thread's value `v` at index `i` (the lowest index among
-// equal values), returned to every thread. `v` must not be NaN.
-fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
+// A value and its index.
+struct Best {
+    v: f32,
+    i: u32,
+}
+
+// The largest of every thread's value `v` at index `i` and its index (the lowest among equal
+// values), returned to every thread. `v` must not be NaN.
+fn argmax_all(v: f32, i: u32, th: Thread) -> Best {
     partial[th.li] = v;
     partial_i[th.li] = i;
     for (var step = 128u; step > 0u; step >>= 1u) {
@@ -43,7 +50,7 @@ fn argmax_all(v: f32, i: u32, th: Thread) -> u32 {
         }
     }
     workgroupBarrier();
-    let r = partial_i[0];
+    let r = Best(partial[0], partial_i[0]);
     workgroupBarrier();
     return r;
 }

@@ -1174,18 +1174,19 @@ fn short_conv_of_every_width() {
     }
 }
 
-/// Argmax of short rows and of a vocabulary-sized one across its load batches, with either
+/// Argmax of short rows (one workgroup per row) and of long ones (chunks on many workgroups,
+/// then a merge: 12,289 ends in a chunk of one value; 163,840 is a vocabulary), with either
 /// reduction: the first index among equal maxima, as the CPU backend.
 #[test]
 fn argmax_of_long_rows_with_and_without_subgroups() {
     let c = cpu();
     let mut r = Rng(19);
     for g in &both_reductions() {
-        for n in [5, 1000, 4096, 4097, 163_840] {
+        for n in [5, 1000, 4096, 4097, 12_289, 163_840] {
             let t = 4;
             let mut rows = r.vec(t * n, 1.0);
-            // Row 1: a tie, second copy first in thread order; row 2: the last value; row 3:
-            // a tie of two copies 4096 apart (two load batches of one thread).
+            // Row 1: a tie, the second copy first in thread order; row 2: the last value; row 3:
+            // a tie of two copies 4096 apart (two load batches of one thread, or two chunks).
             rows[n + n - 1] = 7.0;
             rows[n + n / 2] = 7.0;
             rows[2 * n + n - 1] = 3.0;

@@ -119,6 +119,9 @@ pub enum Kernel {
     SwigluPair,
     Add,
     Argmax,
+    /// The two dispatches of a long row's argmax.
+    ArgmaxPart,
+    ArgmaxMerge,
     ShortConv,
     KdaGate,
     KdaScan,
@@ -191,6 +194,8 @@ impl Kernel {
             Kernel::SwigluPair => d(ELEMENTWISE, "swiglu_pair", false, &[0, 1, 2, 4], 3),
             Kernel::Add => d(ELEMENTWISE, "add", false, &[0, 2], 3),
             Kernel::Argmax => d(ELEMENTWISE, "argmax", false, &[0, 2], 3),
+            Kernel::ArgmaxPart => d(ELEMENTWISE, "argmax_part", false, &[0, 2], 3),
+            Kernel::ArgmaxMerge => d(ELEMENTWISE, "argmax_merge", false, &[0, 2], 3),
             Kernel::ShortConv => d(
                 KDA_CONV,
                 "short_conv",
@@ -570,6 +575,8 @@ mod tests {
             Kernel::SwigluPair,
             Kernel::Add,
             Kernel::Argmax,
+            Kernel::ArgmaxPart,
+            Kernel::ArgmaxMerge,
             Kernel::ShortConv,
             Kernel::KdaGate,
             Kernel::KdaScan,

@@ -36,6 +36,10 @@ use recorder::Recorder;
 /// Bytes of new buffers after which the pending work is submitted (see `new_buffer_of`).
 const FLUSH_AFTER_BYTES: u64 = 1 << 30;
 
+/// Values one `argmax_part` workgroup reads (WG · VPT in elementwise.wgsl): rows of more than
+/// two such chunks take two dispatches.
+const ARGMAX_CHUNK: usize = 4096;
+
 /// Bytes of weight uploads staged between waits, so that loading a large file does not hold
 /// all of it in staging memory at once.
 const UPLOAD_WINDOW: u64 = 256 << 20;
@@ -530,12 +534,30 @@ impl Backend for WgpuBackend {
     fn argmax(&self, x: &WgpuBuf, t: usize, cols: usize) -> Result<Vec<u32>> {
         check_len(x.len, t * cols)?;
         let out = self.scratch(t)?;
-        self.run(
-            KernelKey::plain(Kernel::Argmax),
-            &[&x.buf, &out.buf],
-            &[cols as u32, t as u32, 0, 0],
-            t,
-        )?;
+        let chunks = cols.div_ceil(ARGMAX_CHUNK);
+        if chunks > 2 {
+            // A vocabulary row: its chunks on many SMs, then one workgroup merges them.
+            let best = self.scratch(2 * t * chunks)?;
+            self.run(
+                KernelKey::plain(Kernel::ArgmaxPart),
+                &[&x.buf, &best.buf],
+                &[cols as u32, t as u32, 0, chunks as u32],
+                t * chunks,
+            )?;
+            self.run(
+                KernelKey::plain(Kernel::ArgmaxMerge),
+                &[&best.buf, &out.buf],
+                &[chunks as u32, t as u32, 0, 0],
+                t,
+            )?;
+        } else {
+            self.run(
+                KernelKey::plain(Kernel::Argmax),
+                &[&x.buf, &out.buf],
+                &[cols as u32, t as u32, 0, 0],
+                t,
+            )?;
+        }
         let v = self.read(&out, t)?;
         Ok(v.into_iter().map(|i| i as u32).collect())
     }
