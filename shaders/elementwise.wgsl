@@ -1,6 +1,7 @@
 // Row-wise and element-wise f32 kernels. Every entry point uses a subset of the same five
 // bindings; the host binds exactly the subset each one declares (see kernels.rs). The row
-// kernels reduce through `sum_all` of reduce_subgroup.wgsl or reduce_workgroup.wgsl.
+// kernels reduce through `sum_all` and `argmax_all` of reduce_subgroup.wgsl or
+// reduce_workgroup.wgsl.
 
 struct Params {
     n: u32,

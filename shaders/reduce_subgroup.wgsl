@@ -18,8 +18,9 @@ var<workgroup> partial: array<f32, 256>;
 var<workgroup> partial_i: array<u32, 256>;
 
 // The sum of every thread's `v`, returned to every thread: a subgroup sum, one barrier, then
-// each subgroup sums the subgroups' partial sums itself (no second barrier to hand the total
-// out). Called once per dispatch: a second call would need a barrier before it.
+// each thread adds up the subgroups' partial sums itself, in the same order (8 on 32-wide
+// subgroups; no second barrier to hand the total out). Called once per dispatch: a second
+// call would need a barrier before it.
 fn sum_all(v: f32, th: Thread) -> f32 {
     let s = subgroupAdd(v);
     if th.lane == 0u {
@@ -27,10 +28,10 @@ fn sum_all(v: f32, th: Thread) -> f32 {
     }
     workgroupBarrier();
     var x = 0.0;
-    for (var j = th.lane; j < th.nsg; j += th.sgs) {
+    for (var j = 0u; j < th.nsg; j++) {
         x += partial[j];
     }
-    return subgroupAdd(x);
+    return x;
 }
 
 // A value and its index.
@@ -49,16 +50,13 @@ fn argmax_all(v: f32, i: u32, th: Thread) -> Best {
         partial_i[th.sg] = mi;
     }
     workgroupBarrier();
-    var bv = -3.4028235e38;
-    var bi = 0xffffffffu;
-    for (var j = th.lane; j < th.nsg; j += th.sgs) {
+    var b = Best(-3.4028235e38, 0xffffffffu);
+    for (var j = 0u; j < th.nsg; j++) {
         let pv = partial[j];
         let pi = partial_i[j];
-        if pv > bv || (pv == bv && pi < bi) {
-            bv = pv;
-            bi = pi;
+        if pv > b.v || (pv == b.v && pi < b.i) {
+            b = Best(pv, pi);
         }
     }
-    let wm = subgroupMax(bv);
-    return Best(wm, subgroupMin(select(0xffffffffu, bi, bv == wm)));
+    return b;
 }
