@@ -5,6 +5,7 @@
 struct Params {
     width: u32,
     t: u32,
+    // The taps per channel, as KW.
     kw: u32,
 }
 
@@ -22,7 +23,12 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> y2: array<f32>;
 @group(0) @binding(12) var<uniform> p: Params;
 
-const MAX_PAST: u32 = 7u;
+// Taps per channel, set by the host (1..=8): constant loop bounds keep the window in
+// registers, and every load of a batch is issued before the first store.
+override KW: u32 = 4u;
+const MAX_KW: u32 = 8u;
+// Tokens whose inputs are loaded together.
+const TB: u32 = 8u;
 
 fn x_at(s: u32, i: u32) -> f32 {
     switch s {
@@ -72,31 +78,37 @@ fn short_conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let s = sc / p.width;
     let c = sc % p.width;
-    let past = p.kw - 1u;
-    var hist: array<f32, MAX_PAST>;
-    var w: array<f32, 8>;
-    for (var j = 0u; j < p.kw; j++) {
-        w[j] = tap(s, c * p.kw + j);
+    // The last KW inputs, oldest first: the state's KW - 1, then the current token's.
+    var win: array<f32, MAX_KW>;
+    var w: array<f32, MAX_KW>;
+    for (var j = 0u; j < KW; j++) {
+        w[j] = tap(s, c * KW + j);
     }
-    for (var j = 0u; j < past; j++) {
-        hist[j] = state_at(s, j * p.width + c);
+    for (var j = 0u; j + 1u < KW; j++) {
+        win[j] = state_at(s, j * p.width + c);
     }
-    for (var i = 0u; i < p.t; i++) {
-        let xi = x_at(s, i * p.width + c);
-        var acc = 0.0;
-        for (var j = 0u; j < past; j++) {
-            acc += w[j] * hist[j];
+    for (var i0 = 0u; i0 < p.t; i0 += TB) {
+        var xs: array<f32, TB>;
+        for (var u = 0u; u < TB; u++) {
+            if i0 + u < p.t {
+                xs[u] = x_at(s, (i0 + u) * p.width + c);
+            }
         }
-        acc += w[past] * xi;
-        set_y(s, i * p.width + c, acc / (1.0 + exp(-acc)));
-        for (var j = 0u; j + 1u < past; j++) {
-            hist[j] = hist[j + 1u];
-        }
-        if past > 0u {
-            hist[past - 1u] = xi;
+        for (var u = 0u; u < TB; u++) {
+            if i0 + u < p.t {
+                win[KW - 1u] = xs[u];
+                var acc = 0.0;
+                for (var j = 0u; j < KW; j++) {
+                    acc += w[j] * win[j];
+                }
+                set_y(s, (i0 + u) * p.width + c, acc / (1.0 + exp(-acc)));
+                for (var j = 0u; j + 1u < KW; j++) {
+                    win[j] = win[j + 1u];
+                }
+            }
         }
     }
-    for (var j = 0u; j < past; j++) {
-        set_state(s, j * p.width + c, hist[j]);
+    for (var j = 0u; j + 1u < KW; j++) {
+        set_state(s, j * p.width + c, win[j]);
     }
 }

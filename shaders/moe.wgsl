@@ -1,8 +1,8 @@
 // MoE routing and combination on the GPU, so that the chosen experts never visit the host.
 // moe_route: per token, sigmoid scores, the n_used experts with the largest score + bias (the
-// lower index first on ties, as a stable sort), weights = score / Σ scores × scale.
-// moe_combine: out[tok] += Σ weight · expert output, summed in ascending expert order (as the
-// CPU backend does) so that both backends round alike.
+// lower index first on ties, as a stable sort), weights = score / Σ scores × scale, written
+// in ascending expert order. moe_combine: out[tok] += Σ weight · expert output, summed in
+// ascending expert order (as the CPU backend does) so that both backends round alike.
 
 struct Params {
     n_expert: u32,
@@ -21,63 +21,71 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> groups: array<u32>;
 
-// Experts one routing workgroup holds in workgroup memory.
+// Experts one routing workgroup handles, and experts it chooses per token.
 const MAX_EXPERTS: u32 = 1024u;
+const MAX_USED: u32 = 64u;
 const ROUTE_WG: u32 = 256u;
+// No expert: beaten by every expert.
+const NONE: u32 = 0xffffffffu;
 
-var<workgroup> choice: array<f32, MAX_EXPERTS>;
-var<workgroup> chosen_score: array<f32, 64>;
+// The chosen experts of the token in rank order, with their scores (written by `choose`).
+var<workgroup> chosen_e: array<u32, MAX_USED>;
+var<workgroup> chosen_s: array<f32, MAX_USED>;
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-// One workgroup per token. Every expert's rank in the stable descending order of score + bias
-// is the number of experts that beat it (larger, or equal with a lower index); the n_used of
-// rank below n_used are the chosen ones, written in rank order. One barrier instead of n_used
-// serial passes over the experts.
+// An f32 as a u32 of the same order, Rust's `total_cmp` order (the CPU backend sorts by it):
+// -0 below +0, NaN of either sign beyond the infinities.
+fn order_key(v: f32) -> u32 {
+    let b = bitcast<u32>(v);
+    if (b & 0x80000000u) != 0u {
+        return ~b;
+    }
+    return b | 0x80000000u;
+}
+
+// Whether expert e of key k ranks before expert e2 of key k2: a larger key, or the same key and
+// a lower index (a stable sort's order).
+fn beats(k: u32, e: u32, k2: u32, e2: u32) -> bool {
+    return k > k2 || (k == k2 && e < e2);
+}
+
+// One workgroup per token: `choose` (moe_choose_subgroup.wgsl or moe_choose_workgroup.wgsl)
+// puts the n_used experts of largest sigmoid(logit) + bias in rank order in chosen_e, their
+// scores in chosen_s; then thread r writes the rank-r expert at its place in ascending expert
+// order (the order moe_combine sums in), weighted by score / Σ scores (summed in rank order,
+// as the CPU backend does) × scale.
 @compute @workgroup_size(256)
-fn moe_route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let tok = wid.x + wid.y * nwg.x;
+fn moe_route(th: Thread) {
+    let tok = th.wid.x + th.wid.y * th.nwg.x;
     if tok >= p.t {
         return;
     }
-    let lb = tok * p.n_expert;
-    for (var e = li; e < p.n_expert; e += ROUTE_WG) {
-        var v = sigmoid(logits[lb + e]) + bias[e];
-        // NaN would break the total order; it ranks last.
-        if v != v {
-            v = -3.4028235e38;
-        }
-        choice[e] = v;
-    }
-    workgroupBarrier();
-    for (var e = li; e < p.n_expert; e += ROUTE_WG) {
-        let v = choice[e];
-        var rank = 0u;
-        for (var j = 0u; j < p.n_expert; j++) {
-            let c = choice[j];
-            if c > v || (c == v && j < e) {
-                rank++;
+    choose(tok, th);
+    if th.li < p.n_used {
+        var sum = 0.0;
+        var at = 0u;
+        let e = chosen_e[th.li];
+        for (var k = 0u; k < p.n_used; k++) {
+            sum += chosen_s[k];
+            if chosen_e[k] < e {
+                at++;
             }
         }
-        if rank < p.n_used {
-            ids[tok * p.n_used + rank] = e;
-            chosen_score[rank] = sigmoid(logits[lb + e]);
-        }
-    }
-    workgroupBarrier();
-    if li < p.n_used {
-        var sum = 0.0;
-        for (var k = 0u; k < p.n_used; k++) {
-            sum += chosen_score[k];
-        }
         sum += 1e-20;
-        wts[tok * p.n_used + li] = chosen_score[li] / sum * p.scale;
+        ids[tok * p.n_used + at] = e;
+        wts[tok * p.n_used + at] = chosen_s[th.li] / sum * p.scale;
     }
 }
 
-// ys = expert outputs [t * n_used, hidden], pairs in routing order.
+// Experts' outputs summed per value in a batch of this many: their loads are all issued
+// before the first is used.
+const COMBINE_BATCH: u32 = 8u;
+
+// out[tok] += Σ weight · expert output. ys = expert outputs [t * n_used, hidden], pairs in
+// the order of ids, which moe_route writes in ascending expert order: summed in that order.
 @compute @workgroup_size(256)
 fn moe_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -88,20 +96,21 @@ fn moe_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let c = i % p.hidden;
     let pb = tok * p.n_used;
     var acc = out[i];
-    var last = -1;
-    for (var k = 0u; k < p.n_used; k++) {
-        // The slot holding the next expert id above `last`.
-        var slot = 0u;
-        var se = 0x7fffffff;
-        for (var s = 0u; s < p.n_used; s++) {
-            let e = i32(ids[pb + s]);
-            if e > last && e < se {
-                se = e;
-                slot = s;
+    for (var k0 = 0u; k0 < p.n_used; k0 += COMBINE_BATCH) {
+        var w: array<f32, COMBINE_BATCH>;
+        var y: array<f32, COMBINE_BATCH>;
+        for (var j = 0u; j < COMBINE_BATCH; j++) {
+            let k = k0 + j;
+            if k < p.n_used {
+                w[j] = wts[pb + k];
+                y[j] = ys[(pb + k) * p.hidden + c];
             }
         }
-        last = se;
-        acc += wts[pb + slot] * ys[(pb + slot) * p.hidden + c];
+        for (var j = 0u; j < COMBINE_BATCH; j++) {
+            if k0 + j < p.n_used {
+                acc += w[j] * y[j];
+            }
+        }
     }
     out[i] = acc;
 }

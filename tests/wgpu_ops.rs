@@ -1014,9 +1014,8 @@ fn moe_decode_every_type() {
     }
 }
 
-/// A decoded token's MoE with a shared expert is 9 dispatches: the F32 router, the shared gate
-/// and up, routing, expert gate and up, SwiGLU, expert down, shared SwiGLU, shared down,
-/// combine (was 11).
+/// A decoded token's MoE with a shared expert is 8 dispatches: the F32 router, the shared gate
+/// and up, routing, expert gate and up, both SwiGLUs, expert down, shared down, combine (was 11).
 #[test]
 fn moe_decode_dispatches() {
     let g = gpu();
@@ -1030,7 +1029,7 @@ fn moe_decode_dispatches() {
     let _ = case.run(&g, &x, 1);
     let report = g.profile().unwrap();
     let calls: u64 = report.iter().map(|k| k.calls).sum();
-    assert_eq!(calls, 9, "{report:?}");
+    assert_eq!(calls, 8, "{report:?}");
     assert!(report.iter().any(|k| k.name.starts_with("matmul_sel_pair")));
 }
 
@@ -1109,4 +1108,208 @@ fn moe_prompt_products_of_several_tiles() {
         .filter(|(_, e)| *e > prompt_nmse(&g))
         .collect();
     assert!(bad.is_empty(), "NMSE above {:e}: {bad:?}", prompt_nmse(&g));
+}
+
+/// The GPU backend as opened (its row and routing kernels reduce over subgroups where the
+/// adapter has them, as lavapipe does) and the same forced onto the workgroup-memory reductions.
+fn both_reductions() -> [WgpuBackend; 2] {
+    let g = gpu();
+    assert_eq!(
+        g.subgroups(),
+        g.adapter().subgroups && std::env::var_os("KILN_NO_SUBGROUPS").is_none()
+    );
+    let mut fallback = gpu();
+    fallback.without_subgroups();
+    assert!(!fallback.subgroups());
+    [g, fallback]
+}
+
+/// The row norms on rows held in registers (up to 4096 values, a multiple of 256 or not) and
+/// on longer rows (the loops), one row and several, with either reduction.
+#[test]
+fn row_norms_of_every_length_with_and_without_subgroups() {
+    let c = cpu();
+    let mut r = Rng(16);
+    for g in &both_reductions() {
+        for n in [1, 7, 128, 300, 2304, 4096, 4100, 9000] {
+            for t in [1, 3] {
+                let what = |op: &str| format!("{op} n={n} t={t} subgroups {}", g.subgroups());
+                let x = r.vec(t * n, 3.0);
+                let res = r.vec(t * n, 1.0);
+                let wv: Vec<f32> = r.vec(n, 0.2).iter().map(|v| 1.0 + v).collect();
+                let w = Tensor::new("norm", GgmlType::F32, [n, 1, 1, 1], &wv);
+                let norm = |b: &dyn Fn() -> Vec<f32>| b();
+                let got = norm(&|| {
+                    let mut o = g.alloc(t * n).unwrap();
+                    let wb = g.upload(w.view()).unwrap();
+                    g.rms_norm(&buf(g, &x), &wb, 1e-5, t, &mut o).unwrap();
+                    g.read(&o, t * n).unwrap()
+                });
+                let want = norm(&|| {
+                    let mut o = c.alloc(t * n).unwrap();
+                    let wb = c.upload(w.view()).unwrap();
+                    c.rms_norm(&buf(&c, &x), &wb, 1e-5, t, &mut o).unwrap();
+                    c.read(&o, t * n).unwrap()
+                });
+                assert_close(&what("rms_norm"), &got, &want, F32_NMSE);
+
+                let (gs, gn) = add_rms_norm_case(g, &w, &x, &res, t, n);
+                let (cs, cn) = add_rms_norm_case(&c, &w, &x, &res, t, n);
+                assert_eq!(gs, cs, "{}: the sums", what("add_rms_norm"));
+                assert_close(&what("add_rms_norm"), &gn, &cn, F32_NMSE);
+
+                // Two heads of n per token.
+                let dm = kda_dims(2, n);
+                let o = r.vec(t * 2 * n, 2.0);
+                let gate = r.vec(t * 2 * n, 3.0);
+                let gated = |b: &dyn Fn() -> Vec<f32>| b();
+                let got = gated(&|| {
+                    let wb = g.upload(w.view()).unwrap();
+                    let mut ob = buf(g, &o);
+                    g.gated_rms_norm(&mut ob, &buf(g, &gate), &wb, 1e-5, t, dm)
+                        .unwrap();
+                    g.read(&ob, o.len()).unwrap()
+                });
+                let want = gated(&|| {
+                    let wb = c.upload(w.view()).unwrap();
+                    let mut ob = buf(&c, &o);
+                    c.gated_rms_norm(&mut ob, &buf(&c, &gate), &wb, 1e-5, t, dm)
+                        .unwrap();
+                    c.read(&ob, o.len()).unwrap()
+                });
+                assert_close(&what("gated_rms_norm"), &got, &want, F32_NMSE);
+            }
+        }
+    }
+}
+
+/// Routing exactly as the CPU chooses, with either reduction: many experts of equal score +
+/// bias (the lower index wins, as in a stable sort), every expert count the kernel takes from
+/// a handful to 1000 (several experts per thread) and n_used up to 64, one token and several.
+#[test]
+fn moe_routing_ties_and_expert_counts_with_and_without_subgroups() {
+    let c = cpu();
+    let mut r = Rng(17);
+    for g in &both_reductions() {
+        for (n_expert, n_used) in [(8, 8), (16, 4), (256, 8), (300, 8), (1000, 64)] {
+            let (hidden, ff) = (32, 16);
+            let mut case = MoeCase::new(GgmlType::F32, hidden, ff, n_expert, n_used, true, &mut r);
+            for ties in [false, true] {
+                if ties {
+                    // Logits of 0 (score 0.5 exactly on both backends), biases of 5 values.
+                    let zero = vec![0.0; hidden * n_expert];
+                    case.tensors[0] =
+                        Tensor::new("router", GgmlType::F32, [hidden, n_expert, 1, 1], &zero);
+                    let bias: Vec<f32> = (0..n_expert)
+                        .map(|e| ((e * 7) % 5) as f32 * 0.125)
+                        .collect();
+                    case.tensors[1] =
+                        Tensor::new("bias", GgmlType::F32, [n_expert, 1, 1, 1], &bias);
+                }
+                for t in [1, 5] {
+                    let x = r.vec(t * hidden, 1.0);
+                    assert_close(
+                        &format!(
+                            "moe {n_expert} experts, {n_used} used, ties {ties}, t={t}, subgroups {}",
+                            g.subgroups()
+                        ),
+                        &case.run(g, &x, t),
+                        &case.run(&c, &x, t),
+                        if t > 1 { prompt_nmse(g) } else { F32_NMSE },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The short convolution for every tap count the kernel takes, over token runs that cross its
+/// batches of 8 loaded inputs, the state carried across calls.
+#[test]
+fn short_conv_of_every_width() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(18);
+    for kw in [1, 2, 3, 4, 8] {
+        let dm = KdaDims {
+            conv_kernel: kw,
+            ..kda_dims(3, 20)
+        };
+        let ch = dm.width();
+        let w: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::new("conv", GgmlType::F32, [kw, 1, ch, 1], &r.vec(kw * ch, 1.0)))
+            .collect();
+        let x: Vec<Vec<f32>> = (0..3).map(|_| r.vec(27 * ch, 1.0)).collect();
+        let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec((kw - 1) * ch, 1.0)).collect();
+        let run = |b: &dyn Fn(&mut Vec<f32>)| {
+            let mut v = Vec::new();
+            b(&mut v);
+            v
+        };
+        fn conv<B: Backend>(
+            b: &B,
+            w: &[Tensor],
+            x: &[Vec<f32>],
+            s0: &[Vec<f32>],
+            dm: KdaDims,
+            all: &mut Vec<f32>,
+        ) {
+            let ch = dm.width();
+            let past = (dm.conv_kernel - 1) * ch;
+            let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+            let state = |s: usize| {
+                let mut st = b.alloc(past).unwrap();
+                b.write(&mut st, &s0[s]).unwrap();
+                st
+            };
+            let mut st = [state(0), state(1), state(2)];
+            for (a, e) in [(0, 1), (1, 10), (10, 11), (11, 27)] {
+                let n = (e - a) * ch;
+                let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
+                let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
+                let taps = [&wb[0], &wb[1], &wb[2]];
+                b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
+                    .unwrap();
+                for o in &o {
+                    all.extend(b.read(o, n).unwrap());
+                }
+            }
+            for s in &st {
+                all.extend(b.read(s, past).unwrap());
+            }
+        }
+        assert_close(
+            &format!("short_conv kw={kw}"),
+            &run(&|v| conv(&g, &w, &x, &s0, dm, v)),
+            &run(&|v| conv(&c, &w, &x, &s0, dm, v)),
+            F32_NMSE,
+        );
+    }
+}
+
+/// Argmax of short rows (one workgroup per row) and of long ones (chunks on many workgroups,
+/// then a merge: 12,289 ends in a chunk of one value; 163,840 is a vocabulary), with either
+/// reduction: the first index among equal maxima, as the CPU backend.
+#[test]
+fn argmax_of_long_rows_with_and_without_subgroups() {
+    let c = cpu();
+    let mut r = Rng(19);
+    for g in &both_reductions() {
+        for n in [5, 1000, 4096, 4097, 12_289, 163_840] {
+            let t = 4;
+            let mut rows = r.vec(t * n, 1.0);
+            // Row 1: a tie, the second copy first in thread order; row 2: the last value; row 3:
+            // a tie of two copies 4096 apart (two load batches of one thread, or two chunks).
+            rows[n + n - 1] = 7.0;
+            rows[n + n / 2] = 7.0;
+            rows[2 * n + n - 1] = 3.0;
+            rows[3 * n + n / 3] = 5.0;
+            if n / 3 + 4096 < n {
+                rows[3 * n + n / 3 + 4096] = 5.0;
+            }
+            let got = g.argmax(&buf(g, &rows), t, n).unwrap();
+            let want = c.argmax(&buf(&c, &rows), t, n).unwrap();
+            assert_eq!(got, want, "argmax n={n} subgroups {}", g.subgroups());
+            assert_eq!(got[1] as usize, n / 2);
+        }
+    }
 }

@@ -159,9 +159,6 @@ impl<B: Backend> Model<'_, B> {
             )?;
             ffn::forward(b, &layer.ffn, cfg.dense_ff, &normed, t, &mut branch)?;
         }
-        if !w.layers.is_empty() {
-            b.add(&mut h, &branch, t * d)?;
-        }
         cache.pos += t;
 
         // The lm head is the largest matrix: run it only on the rows that are asked for.
@@ -169,11 +166,27 @@ impl<B: Backend> Model<'_, B> {
             Logits::All => t,
             Logits::Last => 1,
         };
-        if rows < t {
-            b.copy(&h, (t - 1) * d, &mut branch, 0, d)?;
-            std::mem::swap(&mut h, &mut branch);
+        if rows == t && !w.layers.is_empty() {
+            // The last residual add with the output norm (a decoded token).
+            b.add_rms_norm(
+                &mut h,
+                &branch,
+                &w.output_norm,
+                cfg.rms_eps,
+                t,
+                d,
+                &mut normed,
+            )?;
+        } else {
+            if !w.layers.is_empty() {
+                b.add(&mut h, &branch, t * d)?;
+            }
+            if rows < t {
+                b.copy(&h, (t - 1) * d, &mut branch, 0, d)?;
+                std::mem::swap(&mut h, &mut branch);
+            }
+            b.rms_norm(&h, &w.output_norm, cfg.rms_eps, rows, &mut normed)?;
         }
-        b.rms_norm(&h, &w.output_norm, cfg.rms_eps, rows, &mut normed)?;
         let mut logits = b.scratch(rows * cfg.vocab)?;
         b.matmul(&w.output, &normed, rows, &mut logits)?;
         Ok(logits)

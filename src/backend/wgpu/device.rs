@@ -137,6 +137,9 @@ pub struct Context {
     pub features: wgpu::Features,
     /// The prompt products run on cooperative matrices (see [`AdapterSummary::coop_matrix`]).
     pub coop_matrix: bool,
+    /// The row and routing kernels reduce over subgroups: the device has them and
+    /// `KILN_NO_SUBGROUPS` is not set (else they reduce through workgroup memory).
+    pub subgroups: bool,
     /// Validation and out-of-memory errors nobody captured in a scope; drained by [`Context::check`].
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -205,6 +208,8 @@ impl Context {
             ..Default::default()
         }))
         .map_err(|e| BackendError::Gpu(format!("opening {}: {e}", adapter.get_info().name)))?;
+        let subgroups = features.contains(wgpu::Features::SUBGROUP)
+            && std::env::var_os("KILN_NO_SUBGROUPS").is_none();
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -219,6 +224,7 @@ impl Context {
             limits,
             features,
             coop_matrix,
+            subgroups,
             errors,
         })
     }

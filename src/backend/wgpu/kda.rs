@@ -11,7 +11,7 @@ use super::{
 const MAX_HEAD_DIM: usize = 256;
 /// Value columns of a head's state one scan workgroup owns (CB in the shader).
 const SCAN_COLUMNS: usize = 32;
-/// Longest convolution the kernel's window array holds (MAX_PAST + 1).
+/// Longest convolution the kernel's window array holds (MAX_KW).
 const MAX_CONV: usize = 8;
 /// Storage buffers the short conv binds: input, taps, state and output of three streams.
 const CONV_BINDINGS: u32 = 12;
@@ -54,8 +54,12 @@ impl WgpuBackend {
             .chain(state.iter().map(|b| &b.buf))
             .chain(out.iter().map(|b| &b.buf))
             .collect();
+        let key = KernelKey {
+            spec: kw as u64,
+            ..KernelKey::plain(Kernel::ShortConv)
+        };
         self.run(
-            KernelKey::plain(Kernel::ShortConv),
+            key,
             &bufs,
             &[c as u32, t as u32, kw as u32, 0],
             (3 * c).div_ceil(64),

@@ -30,6 +30,10 @@ const KDA_SCAN: &str = include_str!("../../../shaders/kda_scan.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
 const BANDWIDTH: &str = include_str!("../../../shaders/bandwidth.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../../../shaders/reduce_workgroup.wgsl");
+const MOE_CHOOSE_SUBGROUP: &str = include_str!("../../../shaders/moe_choose_subgroup.wgsl");
+const MOE_CHOOSE_WORKGROUP: &str = include_str!("../../../shaders/moe_choose_workgroup.wgsl");
 
 /// The block types with WGSL decoders.
 pub const SUPPORTED: [GgmlType; 12] = [
@@ -168,8 +172,13 @@ pub enum Kernel {
     AddRmsNorm,
     GatedRmsNorm,
     Swiglu,
+    /// Two SwiGLUs in one dispatch (routed and shared expert).
+    SwigluPair,
     Add,
     Argmax,
+    /// The two dispatches of a long row's argmax.
+    ArgmaxPart,
+    ArgmaxMerge,
     ShortConv,
     KdaGate,
     KdaScan,
@@ -207,6 +216,7 @@ impl Kernel {
             spec: match entry {
                 "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
                 "kda_scan" => &["D"],
+                "short_conv" => &["KW"],
                 _ => &[],
             },
             storage,
@@ -238,8 +248,11 @@ impl Kernel {
             Kernel::AddRmsNorm => d(ELEMENTWISE, "add_rms_norm", false, &[0, 1, 2, 4], 3),
             Kernel::GatedRmsNorm => d(ELEMENTWISE, "gated_rms_norm", false, &[0, 1, 2], 3),
             Kernel::Swiglu => d(ELEMENTWISE, "swiglu", false, &[0, 2], 3),
+            Kernel::SwigluPair => d(ELEMENTWISE, "swiglu_pair", false, &[0, 1, 2, 4], 3),
             Kernel::Add => d(ELEMENTWISE, "add", false, &[0, 2], 3),
             Kernel::Argmax => d(ELEMENTWISE, "argmax", false, &[0, 2], 3),
+            Kernel::ArgmaxPart => d(ELEMENTWISE, "argmax_part", false, &[0, 2], 3),
+            Kernel::ArgmaxMerge => d(ELEMENTWISE, "argmax_merge", false, &[0, 2], 3),
             Kernel::ShortConv => d(
                 KDA_CONV,
                 "short_conv",
@@ -253,7 +266,7 @@ impl Kernel {
             Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 5, 3], 4),
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
-            Kernel::MoeCombine => d(MOE, "moe_combine", false, &[2, 3, 5, 6], 4),
+            Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
@@ -313,12 +326,26 @@ pub struct Compiled {
     pub uniform: u32,
 }
 
-#[derive(Default)]
 pub struct Pipelines {
     cache: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+    /// Kernels reduce over subgroups (else through workgroup memory).
+    subgroups: bool,
 }
 
 impl Pipelines {
+    /// An empty cache of kernels that reduce over subgroups where `subgroups` (the device must
+    /// have `Features::SUBGROUP`), else through workgroup memory.
+    pub fn new(subgroups: bool) -> Self {
+        Pipelines {
+            cache: Mutex::default(),
+            subgroups,
+        }
+    }
+
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
     pub fn get(&self, device: &wgpu::Device, key: KernelKey) -> Result<Arc<Compiled>> {
         if let Some(c) = self
             .cache
@@ -328,7 +355,7 @@ impl Pipelines {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(compile(device, key)?);
+        let c = Arc::new(compile(device, key, self.subgroups)?);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -337,16 +364,38 @@ impl Pipelines {
     }
 }
 
+/// What the plain kernels of `src` are assembled with: the workgroup reductions (over subgroups
+/// where `subgroups`, else through workgroup memory) and the MoE's routing choice.
+fn reductions(src: &str, subgroups: bool) -> String {
+    let reduce = if subgroups {
+        REDUCE_SUBGROUP
+    } else {
+        REDUCE_WORKGROUP
+    };
+    if src == ELEMENTWISE {
+        reduce.to_string()
+    } else if src == MOE {
+        let choose = if subgroups {
+            MOE_CHOOSE_SUBGROUP
+        } else {
+            MOE_CHOOSE_WORKGROUP
+        };
+        format!("{reduce}\n{choose}\n")
+    } else {
+        String::new()
+    }
+}
+
 /// The WGSL module of `key`'s kernel.
-fn source(key: KernelKey, def: &Def) -> Result<String> {
-    let src = assemble(key, def)?;
+fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
+    let src = assemble(key, def, subgroups)?;
     Ok(match key.ty {
         Some(ty) => bind_weight(src, ty),
         None => src,
     })
 }
 
-fn assemble(key: KernelKey, def: &Def) -> Result<String> {
+fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     let typed = |ty| {
         decoder(ty)
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
@@ -377,7 +426,7 @@ fn assemble(key: KernelKey, def: &Def) -> Result<String> {
             def.source
         ),
         (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
-        (_, false, None) => def.source.to_string(),
+        (_, false, None) => format!("{}{}", reductions(def.source, subgroups), def.source),
         _ => {
             return Err(BackendError::Gpu(format!(
                 "{}: kernel key {key:?} does not match the kernel",
@@ -475,9 +524,9 @@ fn rename_for_weight(src: &str, j: usize) -> String {
     out
 }
 
-fn compile(device: &wgpu::Device, key: KernelKey) -> Result<Compiled> {
+fn compile(device: &wgpu::Device, key: KernelKey, subgroups: bool) -> Result<Compiled> {
     let def = key.kernel.def();
-    let source = source(key, &def)?;
+    let source = source(key, &def, subgroups)?;
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
@@ -555,9 +604,10 @@ mod tests {
         assert!(!s.contains("fn part_values("));
     }
 
-    /// Compiles `key`'s module to SPIR-V as wgpu would on an adapter with every capability.
-    fn to_spirv(key: KernelKey) -> std::result::Result<Vec<u32>, String> {
-        let src = source(key, &key.kernel.def()).map_err(|e| e.to_string())?;
+    /// Compiles `key`'s module to SPIR-V as wgpu would on an adapter with every capability
+    /// (reductions over subgroups where `subgroups`), its `override` constants at their defaults.
+    fn to_spirv(key: KernelKey, subgroups: bool) -> std::result::Result<Vec<u32>, String> {
+        let src = source(key, &key.kernel.def(), subgroups).map_err(|e| e.to_string())?;
         let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -565,11 +615,11 @@ mod tests {
         )
         .validate(&module)
         .map_err(|e| format!("{e:?}"))?;
-        // The override constants at their defaults, as wgpu resolves them before the backend.
+        let entry = key.kernel.entry();
         let (module, info) = naga::back::pipeline_constants::process_overrides(
             &module,
             &info,
-            Some((naga::ShaderStage::Compute, key.kernel.entry())),
+            Some((naga::ShaderStage::Compute, entry)),
             &Default::default(),
         )
         .map_err(|e| format!("{e:?}"))?;
@@ -579,7 +629,7 @@ mod tests {
         };
         let pipeline = naga::back::spv::PipelineOptions {
             shader_stage: naga::ShaderStage::Compute,
-            entry_point: key.kernel.entry().to_string(),
+            entry_point: entry.to_string(),
         };
         naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
             .map_err(|e| e.to_string())
@@ -599,10 +649,44 @@ mod tests {
                 q8: true,
                 ..KernelKey::typed(kernel, GgmlType::Q4_K)
             };
-            if let Err(e) = to_spirv(key) {
+            if let Err(e) = to_spirv(key, true) {
                 panic!("{}: {e}", key.label());
             }
         }
+    }
+
+    /// Both variants of the kernels that reduce compile whatever the test device offers.
+    #[test]
+    fn plain_kernels_compile_with_and_without_subgroups() {
+        let plain = [
+            Kernel::RmsNorm,
+            Kernel::AddRmsNorm,
+            Kernel::GatedRmsNorm,
+            Kernel::Swiglu,
+            Kernel::SwigluPair,
+            Kernel::Add,
+            Kernel::Argmax,
+            Kernel::ArgmaxPart,
+            Kernel::ArgmaxMerge,
+            Kernel::ShortConv,
+            Kernel::KdaGate,
+            Kernel::KdaScan,
+            Kernel::MoeRoute,
+            Kernel::MoeCombine,
+            Kernel::MoeGroup,
+        ];
+        for kernel in plain {
+            for subgroups in [true, false] {
+                if let Err(e) = to_spirv(KernelKey::plain(kernel), subgroups) {
+                    panic!("{kernel:?} subgroups {subgroups}: {e}");
+                }
+            }
+        }
+        let src = |k, sg| source(KernelKey::plain(k), &k.def(), sg).unwrap();
+        assert!(src(Kernel::RmsNorm, true).contains("subgroupAdd"));
+        assert!(!src(Kernel::RmsNorm, false).contains("subgroupAdd"));
+        assert!(src(Kernel::MoeRoute, true).contains("subgroupMax"));
+        assert!(!src(Kernel::MoeRoute, false).contains("subgroupM"));
     }
 
     /// The cooperative-matrix kernel runs only on GPUs CI does not have; this at least proves
@@ -611,7 +695,7 @@ mod tests {
     fn cooperative_matrix_kernel_compiles_for_every_type() {
         for ty in SUPPORTED {
             let key = KernelKey::typed(Kernel::MatmulCoop, ty);
-            if let Err(e) = to_spirv(key) {
+            if let Err(e) = to_spirv(key, true) {
                 panic!("{}: {e}", key.label());
             }
         }

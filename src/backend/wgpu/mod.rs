@@ -37,6 +37,10 @@ use recorder::Recorder;
 /// Bytes of new buffers after which the pending work is submitted (see `new_buffer_of`).
 const FLUSH_AFTER_BYTES: u64 = 1 << 30;
 
+/// Values one `argmax_part` workgroup reads (WG · VPT in elementwise.wgsl): rows of more than
+/// two such chunks take two dispatches.
+const ARGMAX_CHUNK: usize = 4096;
+
 /// Bytes of weight uploads staged between waits, so that loading a large file does not hold
 /// all of it in staging memory at once.
 const UPLOAD_WINDOW: u64 = 256 << 20;
@@ -151,8 +155,8 @@ impl WgpuBackend {
         let binding_cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3;
         Ok(WgpuBackend {
             binding_cap,
+            pipelines: Pipelines::new(ctx.subgroups),
             ctx,
-            pipelines: Pipelines::default(),
             rec: Mutex::new(Recorder::default()),
             dummy,
             staged: Mutex::new(0),
@@ -181,6 +185,18 @@ impl WgpuBackend {
     /// Whether every product runs in f32 ([`WgpuBackend::set_exact`]).
     pub fn exact(&self) -> bool {
         self.exact
+    }
+
+    /// Whether the row and routing kernels reduce over subgroups.
+    pub fn subgroups(&self) -> bool {
+        self.pipelines.subgroups()
+    }
+
+    /// Makes the row and routing kernels reduce through workgroup memory, as on a device without
+    /// subgroup operations (what `KILN_NO_SUBGROUPS` does for a whole process): lets the tests
+    /// run both variants on one device.
+    pub fn without_subgroups(&mut self) {
+        self.pipelines = Pipelines::new(false);
     }
 
     fn rec(&self) -> MutexGuard<'_, Recorder> {
@@ -593,12 +609,31 @@ impl Backend for WgpuBackend {
     fn argmax_to(&self, x: &WgpuBuf, t: usize, cols: usize, ids: &mut WgpuBuf) -> Result<()> {
         check_len(x.len, t * cols)?;
         check_len(ids.len, t)?;
-        self.run(
-            KernelKey::plain(Kernel::Argmax),
-            &[&x.buf, &ids.buf],
-            &[cols as u32, t as u32, 0, 0],
-            t,
-        )
+        let chunks = cols.div_ceil(ARGMAX_CHUNK);
+        if chunks > 2 {
+            // A vocabulary row: its chunks on many SMs, then one workgroup merges them.
+            let best = self.scratch(2 * t * chunks)?;
+            self.run(
+                KernelKey::plain(Kernel::ArgmaxPart),
+                &[&x.buf, &best.buf],
+                &[cols as u32, t as u32, 0, chunks as u32],
+                t * chunks,
+            )?;
+            self.run(
+                KernelKey::plain(Kernel::ArgmaxMerge),
+                &[&best.buf, &ids.buf],
+                &[chunks as u32, t as u32, 0, 0],
+                t,
+            )?;
+        } else {
+            self.run(
+                KernelKey::plain(Kernel::Argmax),
+                &[&x.buf, &ids.buf],
+                &[cols as u32, t as u32, 0, 0],
+                t,
+            )?;
+        }
+        Ok(())
     }
 
     fn embed(&self, table: &WgpuWeight<'_>, ids: &[u32], out: &mut WgpuBuf) -> Result<()> {

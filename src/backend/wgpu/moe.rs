@@ -129,7 +129,19 @@ impl WgpuBackend {
                 [&gate.buf, &up.buf],
             )?;
         }
-        self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?;
+        // The shared expert's SwiGLU rides along with the routed experts'.
+        match &shared {
+            Some((sh, g, u)) => {
+                let (n, n_sh) = (pairs * ff, t * sh.gate.rows());
+                self.run(
+                    KernelKey::plain(Kernel::SwigluPair),
+                    &[&up.buf, &u.buf, &gate.buf, &g.buf],
+                    &[n as u32, 0, 0, n_sh as u32],
+                    (n + n_sh).div_ceil(256),
+                )?;
+            }
+            None => self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?,
+        }
         let ys = self.scratch(pairs * hidden)?;
         product(
             &w.experts.down,
@@ -146,10 +158,7 @@ impl WgpuBackend {
         )?;
 
         match &shared {
-            Some((sh, g, u)) => {
-                self.swiglu_bufs(&g.buf, &u.buf, t * sh.gate.rows())?;
-                self.matmul_into(&sh.down, g, t, out)?;
-            }
+            Some((sh, g, _)) => self.matmul_into(&sh.down, g, t, out)?,
             None => self
                 .rec()
                 .encoder(&self.ctx)
@@ -157,7 +166,7 @@ impl WgpuBackend {
         }
         self.run(
             KernelKey::plain(Kernel::MoeCombine),
-            &[&ids.buf, &wts.buf, &ys.buf, &out.buf],
+            &[&wts.buf, &ys.buf, &out.buf],
             &params,
             (t * hidden).div_ceil(256),
         )
