@@ -25,7 +25,6 @@ const TK: u32 = 32u;
 // [k][row] and [k][token], so that a thread's 4 rows (4 tokens) are one vec4.
 var<workgroup> wtile: array<vec4<f32>, TK * TM / 4u>;
 var<workgroup> xtile: array<vec4<f32>, TK * TN / 4u>;
-var<workgroup> span: vec2<u32>;
 
 // acc[j][i]: this thread's row 4 tr + i, token 4 tc + j of the tile, summed over all values.
 // The weight rows are wrow0.. of the part (wrows of them exist); ntok tile tokens exist.
@@ -108,8 +107,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     store_tile(li, acc, p.row0 + o.x, wrows, ntok);
 }
 
-// ids: the pair indices grouped by expert (p.t of them), then each expert's start in that list
-// (p.heads + 1 values). Pair q reads activation row q / x_div and writes output row q.
+// ids: the pair indices grouped by expert (p.t of them), each expert's span in starts. Pair q
+// reads activation row q / x_div and writes output row q.
 @compute @workgroup_size(256)
 fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
@@ -121,10 +120,7 @@ fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
         return;
     }
-    if li == 0u {
-        span = vec2<u32>(ids[p.t + e], ids[p.t + e + 1u]);
-    }
-    let se = workgroupUniformLoad(&span);
+    let se = expert_span(e);
     let wrows = min(TM, p.per - r0);
     for (var c0 = se.x; c0 < se.y; c0 += TN) {
         let ntok = min(TN, se.y - c0);

@@ -1,15 +1,9 @@
-// The dense prompt product of matmul.wgsl (`matmul`) on cooperative matrices (tensor cores):
-// per step of TK values the workgroup decodes its TM weight rows to f16 in workgroup memory and
-// stages its TN tokens' activations as f16 beside them; its 8 subgroups then multiply
-// 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16 cooperative
-// matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its own module
-// because the `enable` directives must open it. The host prepends the tile, TM × TN.
-//
-// A prompt's expert products (`matmul_grouped`) stay on the f32 tiles: a grouped version of
-// this kernel (pairs listed by moe_group, one expert per workgroup) gave wrong sums on an H100
-// once an expert's matrix reached 128 rows or columns, identically for every tile shape and
-// with or without a loop over the expert's pairs, while this one is exact for every shape
-// tried. The cause was not found (see the issue-7 notes).
+// The prompt products of matmul.wgsl (`matmul`, `matmul_grouped`) on cooperative matrices
+// (tensor cores): per step of TK values the workgroup decodes its TM weight rows to f16 in
+// workgroup memory and stages its TN tokens' activations as f16 beside them; its 8 subgroups
+// then multiply 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16
+// cooperative matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its
+// own module because the `enable` directives must open it. The host prepends the tile, TM × TN.
 
 // Parameters and bindings: matmul_io.wgsl.
 
@@ -137,4 +131,32 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     coop_tile(li, sg, o.x, min(TM, p.rows - o.x), min(TN, p.t - o.y), p.row0 + o.x);
+}
+
+// As matmul_grouped: the pairs of expert e (its span in starts) in tiles of TN, against the
+// expert's TM-row tile.
+@compute @workgroup_size(256)
+fn matmul_grouped_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let row_tiles = (p.per + TM - 1u) / TM;
+    let e = lin / row_tiles;
+    let r0 = (lin % row_tiles) * TM;
+    let grow = e * p.per;
+    // The expert's matrix lies in this dispatch's weight part (the host keeps them whole).
+    if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
+        return;
+    }
+    let se = expert_span(e);
+    let wrows = min(TM, p.per - r0);
+    for (var c0 = se.x; c0 < se.y; c0 += TN) {
+        let ntok = min(TN, se.y - c0);
+        if li < ntok {
+            let pair = ids[c0 + li];
+            xrow[li] = pair / p.x_div;
+            yrow[li] = pair;
+        }
+        workgroupBarrier();
+        coop_tile(li, sg, grow - p.row0 + r0, wrows, ntok, r0);
+        workgroupBarrier();
+    }
 }

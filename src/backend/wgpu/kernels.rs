@@ -159,8 +159,9 @@ static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
 pub enum Kernel {
     Matmul,
     MatmulGrouped,
-    /// `Matmul` on cooperative matrices (`Context::coop_matrix`).
+    /// `Matmul` and `MatmulGrouped` on cooperative matrices (`Context::coop_matrix`).
     MatmulCoop,
+    MatmulGroupedCoop,
     Matvec,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
@@ -240,8 +241,15 @@ impl Kernel {
                 &[0, 2, 3, 4, 5, 31],
                 1,
             ),
-            Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4], 3),
+            Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4, 5], 3),
             Kernel::MatmulCoop => d(MATMUL_COOP, "matmul_coop", true, &[0, 1, 2], 3),
+            Kernel::MatmulGroupedCoop => d(
+                MATMUL_COOP,
+                "matmul_grouped_coop",
+                true,
+                &[0, 1, 2, 4, 5],
+                3,
+            ),
             Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
             Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
@@ -416,7 +424,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
-        (Kernel::MatmulCoop, _, Some(ty)) => format!(
+        (Kernel::MatmulCoop | Kernel::MatmulGroupedCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
              {MATMUL_IO}\n{}\n{}\n{}",
             COOP_TILE.0,
@@ -694,9 +702,11 @@ mod tests {
     #[test]
     fn cooperative_matrix_kernel_compiles_for_every_type() {
         for ty in SUPPORTED {
-            let key = KernelKey::typed(Kernel::MatmulCoop, ty);
-            if let Err(e) = to_spirv(key, true) {
-                panic!("{}: {e}", key.label());
+            for kernel in [Kernel::MatmulCoop, Kernel::MatmulGroupedCoop] {
+                let key = KernelKey::typed(kernel, ty);
+                if let Err(e) = to_spirv(key, true) {
+                    panic!("{}: {e}", key.label());
+                }
             }
         }
     }

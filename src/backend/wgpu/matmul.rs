@@ -128,15 +128,16 @@ impl Params {
 }
 
 impl WgpuBackend {
-    /// The dense prompt product for weights of `ty`, with its tile (weight rows, tokens): on
-    /// cooperative matrices where the adapter has them, for block-quantized weights (whose
-    /// quantization error dwarfs f16 rounding) unless the product must be `exact`.
-    fn prompt_kernel(&self, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
+    /// The tiled prompt product `kernel` (`Matmul` or `MatmulGrouped`) for weights of `ty`,
+    /// with its tile (weight rows, tokens): on cooperative matrices where the adapter has them,
+    /// for block-quantized weights (whose quantization error dwarfs f16 rounding) unless the
+    /// product must be `exact`.
+    fn prompt_kernel(&self, kernel: Kernel, ty: GgmlType, exact: bool) -> (Kernel, (usize, usize)) {
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        if self.ctx.coop_matrix && !float && !exact && !self.exact {
-            (Kernel::MatmulCoop, COOP_TILE)
-        } else {
-            (Kernel::Matmul, TILE)
+        match (kernel, self.coop_matrix() && !float && !exact) {
+            (Kernel::Matmul, true) => (Kernel::MatmulCoop, COOP_TILE),
+            (Kernel::MatmulGrouped, true) => (Kernel::MatmulGroupedCoop, COOP_TILE),
+            _ => (kernel, TILE),
         }
     }
 
@@ -192,7 +193,7 @@ impl WgpuBackend {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, !self.exact);
                 (key, part.rows.div_ceil(rpw))
             } else {
-                let (kernel, tile) = self.prompt_kernel(w.ty, exact);
+                let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
                 (
                     KernelKey::typed(kernel, w.ty),
                     part.rows.div_ceil(tile.0) * t.div_ceil(tile.1),
@@ -351,14 +352,17 @@ impl WgpuBackend {
     }
 
     /// The products of a prompt's MoE: [`SelProduct`] with `Select::Ids`, computed expert by
-    /// expert over the pairs routed to it (`groups` as `moe_group` writes it), so that each
-    /// expert's rows are read once per 64 pairs instead of once per pair. `None` when a
-    /// weight part splits an expert's matrix (the caller then uses [`Self::matmul_sel`]).
+    /// expert over the pairs routed to it (`groups` as `moe_group` writes it, each expert's
+    /// span also in the uniform `starts`), so that each expert's rows are read once per 64
+    /// pairs instead of once per pair. `None` when a weight part splits an expert's matrix (the
+    /// caller then uses [`Self::matmul_sel`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn matmul_grouped(
         &self,
         w: &WgpuWeight<'_>,
         s: &SelProduct<'_>,
         groups: &wgpu::Buffer,
+        starts: &wgpu::Buffer,
         n_expert: usize,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
@@ -368,14 +372,15 @@ impl WgpuBackend {
             return Ok(None);
         }
         self.check_cols(w, s.x_stride)?;
+        let (kernel, (tile_rows, _)) = self.prompt_kernel(Kernel::MatmulGrouped, w.ty, false);
         for part in &w.parts {
             let params = Params::sel(w, s, 0, n_expert as u32).for_part(part);
             self.run_shaped(
-                KernelKey::typed(Kernel::MatmulGrouped, w.ty),
+                KernelKey::typed(kernel, w.ty),
                 Some(w.ne),
-                &[&part.buf, x, y, groups],
+                &[&part.buf, x, y, groups, starts],
                 &params,
-                n_expert * s.per.div_ceil(TILE.0),
+                n_expert * s.per.div_ceil(tile_rows),
             )?;
         }
         Ok(Some(()))

@@ -10,7 +10,8 @@ use super::kernels::{Kernel, KernelKey};
 use super::matmul::{SelProduct, Select};
 use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
 
-/// Experts and chosen experts per token the routing kernel holds in workgroup memory.
+/// Experts and chosen experts per token the routing kernel holds in workgroup memory (and the
+/// grouped products' uniform `starts`, 257 vec4s, in matmul_io.wgsl).
 const MAX_EXPERTS: usize = 1024;
 const MAX_USED: usize = 64;
 
@@ -94,15 +95,29 @@ impl WgpuBackend {
                 &params,
                 1,
             )?;
-            Some(g)
+            // Each expert's span again as a uniform, copied on the GPU (see matmul_io.wgsl).
+            let starts = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln expert starts"),
+                size: (MAX_EXPERTS as u64 + 4) * 4,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
+                &g.buf,
+                pairs as u64 * 4,
+                &starts,
+                0,
+                (n_expert as u64 + 1) * 4,
+            );
+            Some((g, starts))
         } else {
             None
         };
         let product =
             |m: &WgpuWeight<'_>, s: SelProduct<'_>, x: &wgpu::Buffer, y: &wgpu::Buffer| {
-                if let Some(g) = &groups
+                if let Some((g, starts)) = &groups
                     && self
-                        .matmul_grouped(m, &s, &g.buf, n_expert, x, y)?
+                        .matmul_grouped(m, &s, &g.buf, starts, n_expert, x, y)?
                         .is_some()
                 {
                     return Ok(());
