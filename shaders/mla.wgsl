@@ -27,11 +27,17 @@ struct Params {
 const WG: u32 = 128u;
 const CH: u32 = 128u;
 
+// Heads per mla_attend workgroup: 1, 2, 4 or 8 (MAXH), dividing the head count (the host's
+// choice: 8 for prompts, whose attention reads the cache once per token and head group).
+override HG: u32 = 1u;
+const MAXH: u32 = 8u;
+
 var<workgroup> red: array<f32, WG>;
-var<workgroup> sp: array<f32, CH>;
-// The pair's query against the cached width: q_abs then the rope part (MAX_CW4 vec4s).
-const MAX_CW4: u32 = 256u;
-var<workgroup> sq: array<vec4<f32>, MAX_CW4>;
+var<workgroup> red_h: array<f32, MAXH * WG>;
+var<workgroup> sp: array<f32, MAXH * CH>;
+// Each head's query against the cached width: q_abs then the rope part (MAX_CW4 vec4s).
+const MAX_CW4: u32 = 160u;
+var<workgroup> sq: array<vec4<f32>, MAXH * MAX_CW4>;
 
 fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
@@ -53,6 +59,30 @@ fn reduce(x: f32, j: u32, is_max: bool) -> f32 {
     let s = red[0];
     workgroupBarrier();
     return s;
+}
+
+// The HG heads' maxima or sums of x over the workgroup, to every thread.
+fn reduce_heads(x: array<f32, MAXH>, j: u32, is_max: bool) -> array<f32, MAXH> {
+    for (var h = 0u; h < HG; h++) {
+        red_h[h * WG + j] = x[h];
+    }
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        workgroupBarrier();
+        if j < step {
+            for (var h = 0u; h < HG; h++) {
+                let a = red_h[h * WG + j];
+                let b = red_h[h * WG + j + step];
+                red_h[h * WG + j] = select(a + b, max(a, b), is_max);
+            }
+        }
+    }
+    workgroupBarrier();
+    var out: array<f32, MAXH>;
+    for (var h = 0u; h < HG; h++) {
+        out[h] = red_h[h * WG];
+    }
+    workgroupBarrier();
+    return out;
 }
 
 // src = the raw kv rows [t, lora + rope]; the host binds the kv_norm weight (f32) as `q`.
@@ -80,67 +110,92 @@ fn mla_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // q = the queries [t, heads, nope + rope] (for the rope part), src = q_abs [t * heads, lora];
-// the cache is read through cache4. One thread per cached position of the split scores it
-// against the pair's query staged in workgroup memory.
+// the cache is read through cache4. A workgroup serves HG heads of one token against one split
+// of CH cached positions: one thread per position scores it against the HG queries staged in
+// workgroup memory, so that each cached row is read once for HG heads (every head shares the
+// one latent KV row; a prompt's attention is bound by these reads).
 // part[(pair * nsplit + split) * (lora + 2)..] = (max, Σ exp, Σ exp · c).
 @compute @workgroup_size(128)
 fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
     let lin = lin_id(wid, nwg);
     let split = lin % p.nsplit;
-    let pair = lin / p.nsplit;
-    if pair >= p.t * p.heads {
+    let group = lin / p.nsplit;
+    let groups = p.heads / HG;
+    if group >= p.t * groups {
         return;
     }
-    let i = pair / p.heads;
+    let i = group / groups;
+    let pair0 = i * p.heads + (group % groups) * HG;
     let ctx = p.pos + i + 1u;
     let start = split * CH;
     let n = min(CH, max(ctx, start) - start);
     let cw = p.lora + p.rope;
     let qw = p.nope + p.rope;
-    let ob = (pair * p.nsplit + split) * (p.lora + 2u);
 
     // Widths are multiples of 4 (the host checks).
     let cw4 = cw / 4u;
     let l4 = p.lora / 4u;
-    for (var c = j; c < cw4; c += WG) {
-        if c < l4 {
-            sq[c] = vec4<f32>(src[pair * p.lora + 4u * c], src[pair * p.lora + 4u * c + 1u], src[pair * p.lora + 4u * c + 2u], src[pair * p.lora + 4u * c + 3u]);
-        } else {
-            let qp = pair * qw + p.nope + 4u * (c - l4);
-            sq[c] = vec4<f32>(q[qp], q[qp + 1u], q[qp + 2u], q[qp + 3u]);
+    for (var h = 0u; h < HG; h++) {
+        let pair = pair0 + h;
+        for (var c = j; c < cw4; c += WG) {
+            if c < l4 {
+                let b = pair * p.lora + 4u * c;
+                sq[h * MAX_CW4 + c] = vec4<f32>(src[b], src[b + 1u], src[b + 2u], src[b + 3u]);
+            } else {
+                let qp = pair * qw + p.nope + 4u * (c - l4);
+                sq[h * MAX_CW4 + c] = vec4<f32>(q[qp], q[qp + 1u], q[qp + 2u], q[qp + 3u]);
+            }
         }
     }
     workgroupBarrier();
-    var score = -3.4028235e38;
+    var score: array<f32, MAXH>;
+    for (var h = 0u; h < MAXH; h++) {
+        score[h] = -3.4028235e38;
+    }
     if j < n {
         let cb = (start + j) * cw4;
-        var acc = 0.0;
+        var acc: array<f32, MAXH>;
         for (var c = 0u; c < cw4; c++) {
-            acc += dot(sq[c], cache4[cb + c]);
+            let cv = cache4[cb + c];
+            for (var h = 0u; h < HG; h++) {
+                acc[h] += dot(sq[h * MAX_CW4 + c], cv);
+            }
         }
-        score = acc * p.scale;
+        for (var h = 0u; h < HG; h++) {
+            score[h] = acc[h] * p.scale;
+        }
     }
-    let m = reduce(score, j, true);
-    var e = 0.0;
-    if j < n {
-        e = exp(score - m);
+    let m = reduce_heads(score, j, true);
+    var e: array<f32, MAXH>;
+    for (var h = 0u; h < HG; h++) {
+        if j < n {
+            e[h] = exp(score[h] - m[h]);
+        }
+        sp[h * CH + j] = e[h];
     }
-    sp[j] = e;
-    let l = reduce(e, j, false);
+    let l = reduce_heads(e, j, false);
     for (var c = j; c < l4; c += WG) {
-        var acc = vec4<f32>(0.0);
+        var acc: array<vec4<f32>, MAXH>;
         for (var tau = 0u; tau < n; tau++) {
-            acc += sp[tau] * cache4[(start + tau) * cw4 + c];
+            let cv = cache4[(start + tau) * cw4 + c];
+            for (var h = 0u; h < HG; h++) {
+                acc[h] += sp[h * CH + tau] * cv;
+            }
         }
-        let b = ob + 2u + 4u * c;
-        part[b] = acc.x;
-        part[b + 1u] = acc.y;
-        part[b + 2u] = acc.z;
-        part[b + 3u] = acc.w;
+        for (var h = 0u; h < HG; h++) {
+            let b = ((pair0 + h) * p.nsplit + split) * (p.lora + 2u) + 2u + 4u * c;
+            part[b] = acc[h].x;
+            part[b + 1u] = acc[h].y;
+            part[b + 2u] = acc[h].z;
+            part[b + 3u] = acc[h].w;
+        }
     }
     if j == 0u {
-        part[ob] = m;
-        part[ob + 1u] = l;
+        for (var h = 0u; h < HG; h++) {
+            let ob = ((pair0 + h) * p.nsplit + split) * (p.lora + 2u);
+            part[ob] = m[h];
+            part[ob + 1u] = l[h];
+        }
     }
 }
 

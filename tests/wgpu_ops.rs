@@ -789,6 +789,34 @@ impl MlaCase {
     }
 }
 
+/// A prompt's attention serves several heads per workgroup where the head count allows (8 of
+/// 8, 2 of 6); its decode steps one each.
+#[test]
+fn mla_prompt_with_head_groups() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(19);
+    for heads in [8, 6] {
+        let dm = MlaDims {
+            heads,
+            ..mla_dims()
+        };
+        let qw = dm.heads * (dm.nope + dm.rope);
+        let case = MlaCase::new(GgmlType::F32, dm, &mut r);
+        let mut calls = Vec::new();
+        let mut pos = 0;
+        for t in [300, 1] {
+            calls.push((pos, r.vec(t * qw, 1.0), r.vec(t * dm.cache_width(), 2.0)));
+            pos += t;
+        }
+        assert_close(
+            &format!("mla {heads} heads"),
+            &case.run(&g, dm, pos, &calls),
+            &case.run(&c, dm, pos, &calls),
+            F32_NMSE,
+        );
+    }
+}
+
 #[test]
 fn mla_prefill_decode_and_long_context() {
     let (g, c) = (gpu(), cpu());

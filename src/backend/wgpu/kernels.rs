@@ -217,6 +217,7 @@ impl Kernel {
             spec: match entry {
                 "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
                 "kda_scan" => &["D"],
+                "mla_attend" => &["HG"],
                 "short_conv" => &["KW"],
                 _ => &[],
             },

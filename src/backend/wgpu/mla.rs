@@ -12,7 +12,24 @@ use super::{
 /// Cached positions per attention workgroup (CH in the shader).
 const CH: usize = 128;
 /// Widest cached row the attention kernel stages (4 · MAX_CW4 in the shader).
-const MAX_CACHE_WIDTH: usize = 1024;
+const MAX_CACHE_WIDTH: usize = 640;
+/// Most heads one attention workgroup serves (MAXH in the shader).
+const MAX_HEAD_GROUP: usize = 8;
+/// Attention workgroups worth keeping a large GPU busy with: below this, each serves one head.
+const BUSY_ATTENTION_WORKGROUPS: usize = 256;
+
+/// Heads per attention workgroup (HG in the shader) for `t` tokens of `heads` heads over
+/// `nsplit` splits: as many as divide the heads while the workgroups still fill the GPU, since
+/// a workgroup reads its cached rows once for all its heads.
+fn head_group(heads: usize, t: usize, nsplit: usize) -> usize {
+    let mut hg = MAX_HEAD_GROUP;
+    while hg > 1
+        && (!heads.is_multiple_of(hg) || t * heads / hg * nsplit < BUSY_ATTENTION_WORKGROUPS)
+    {
+        hg /= 2;
+    }
+    hg
+}
 /// Largest buffer of attention partials one dispatch writes.
 const MAX_PARTIALS_BYTES: usize = 256 << 20;
 
@@ -139,11 +156,15 @@ impl WgpuBackend {
         )?;
 
         let part = self.scratch(t * h * nsplit * (l + 2))?;
+        let hg = head_group(h, t, nsplit);
         self.run(
-            KernelKey::plain(Kernel::MlaAttend),
+            KernelKey {
+                spec: hg as u64,
+                ..KernelKey::plain(Kernel::MlaAttend)
+            },
             &[&q.buf, &q_abs.buf, &cache.buf, &part.buf],
             &params,
-            t * h * nsplit,
+            t * h / hg * nsplit,
         )?;
         let o_lat = self.scratch(t * h * l)?;
         self.run(
