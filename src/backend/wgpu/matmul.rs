@@ -14,6 +14,9 @@ const TILE: (usize, usize) = (64, 64);
 /// The tile (weight rows, tokens) of `shaders/matmul_coop.wgsl`, its TM and TN. Its 8
 /// subgroups of 32 hold 16 × 16 blocks: TM / 16 must divide 8.
 pub const COOP_TILE: (usize, usize) = (64, 64);
+/// Values of the grouped products' uniform `starts` (257 vec4s in matmul_io.wgsl): each
+/// group's first pair, and the end, for up to 1024 groups.
+pub const GROUP_STARTS: usize = 1028;
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
 /// Workgroups a decode product needs before its threads serve several rows each: enough

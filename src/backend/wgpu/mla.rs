@@ -4,7 +4,7 @@
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
-use super::matmul::{SelProduct, Select};
+use super::matmul::{GROUP_STARTS, SelProduct, Select};
 use super::{
     BackendError, MlaDims, MlaWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
 };
@@ -50,6 +50,41 @@ fn mla_params(dims: MlaDims, pos: usize, t: usize, nsplit: usize) -> [u32; 9] {
 }
 
 impl WgpuBackend {
+    /// The per-head products of `s` (`Select::Heads`): a decoded token's one by one; a prompt's
+    /// grouped by head like a prompt's MoE pairs by expert (every token "routed" to every head),
+    /// so that each head's matrix is read once per tile of tokens and the tiles run on
+    /// cooperative matrices where the adapter has them.
+    fn head_products(
+        &self,
+        w: &WgpuWeight<'_>,
+        s: SelProduct<'_>,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        let Select::Heads(heads) = s.select else {
+            return self.matmul_sel(w, s, x, y);
+        };
+        let t = s.pairs / heads;
+        if t > 1 && heads < GROUP_STARTS {
+            // Pair i · heads + h in head h's group: the pairs, then each head's start.
+            let mut groups: Vec<u32> = (0..heads)
+                .flat_map(|h| (0..t).map(move |i| (i * heads + h) as u32))
+                .collect();
+            groups.extend((0..=heads).map(|h| (h * t) as u32));
+            let mut starts = vec![0u32; GROUP_STARTS];
+            starts[..=heads].copy_from_slice(&groups[s.pairs..]);
+            let groups = self.buffer_with(bytemuck::cast_slice(&groups));
+            let starts = self.uniform_with(bytemuck::cast_slice(&starts));
+            if self
+                .matmul_grouped(w, &s, &groups, &starts, heads, x, y)?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        self.matmul_sel(w, s, x, y)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mla_op(
         &self,
@@ -141,7 +176,7 @@ impl WgpuBackend {
         let qw = dims.nope + dims.rope;
         let params = mla_params(dims, pos, t, nsplit);
         let q_abs = self.scratch(t * h * l)?;
-        self.matmul_sel(
+        self.head_products(
             &w.k_b,
             SelProduct {
                 select: Select::Heads(h),
@@ -174,7 +209,7 @@ impl WgpuBackend {
             t * h,
         )?;
 
-        self.matmul_sel(
+        self.head_products(
             &w.v_b,
             SelProduct {
                 select: Select::Heads(h),

@@ -281,6 +281,17 @@ impl WgpuBackend {
             .dispatch(&self.ctx, &compiled, label, bufs, params, groups)
     }
 
+    /// A fresh uniform buffer holding `bytes` (as [`Self::buffer_with`]).
+    fn uniform_with(&self, bytes: &[u8]) -> wgpu::Buffer {
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
     /// A fresh storage buffer holding `bytes` (its contents exist before any recorded command
     /// can read it, so no ordering with the encoder is needed).
     fn buffer_with(&self, bytes: &[u8]) -> wgpu::Buffer {

@@ -7,11 +7,11 @@
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
-use super::matmul::{SelProduct, Select};
+use super::matmul::{GROUP_STARTS, SelProduct, Select};
 use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
 
-/// Experts and chosen experts per token the routing kernel holds in workgroup memory (and the
-/// grouped products' uniform `starts`, 257 vec4s, in matmul_io.wgsl).
+/// Experts and chosen experts per token the routing kernel holds in workgroup memory (the
+/// grouped products' `starts` hold as many, GROUP_STARTS).
 const MAX_EXPERTS: usize = 1024;
 const MAX_USED: usize = 64;
 
@@ -98,7 +98,7 @@ impl WgpuBackend {
             // Each expert's span again as a uniform, copied on the GPU (see matmul_io.wgsl).
             let starts = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln expert starts"),
-                size: (MAX_EXPERTS as u64 + 4) * 4,
+                size: GROUP_STARTS as u64 * 4,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
