@@ -72,6 +72,28 @@ fn column_sum(x: f32, jj: u32, rg: u32) -> f32 {
     return s;
 }
 
+// What thread li (value column j) reads of token i: its q and k entries and gate (li < D),
+// its value column's v, and the head's β.
+struct TokenInputs {
+    qk: vec2<f32>,
+    g: f32,
+    v: f32,
+    beta: f32,
+}
+
+fn token_inputs(i: u32, width: u32, h: u32, li: u32, j: u32) -> TokenInputs {
+    let base = i * width + h * D;
+    var x = TokenInputs(vec2<f32>(0.0), 0.0, 0.0, beta[i * p.heads + h]);
+    if li < D {
+        x.qk = vec2<f32>(q[base + li], k[base + li]);
+        x.g = g[base + li];
+    }
+    if j < D {
+        x.v = v[base + j];
+    }
+    return x;
+}
+
 @compute @workgroup_size(256)
 fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let blocks = (D + CB - 1u) / CB;
@@ -92,17 +114,21 @@ fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         }
     }
     let width = p.heads * D;
+    // This thread's inputs of the next token are loaded while the current one is processed,
+    // so that the token loop waits on barriers only, not on memory.
+    var next = token_inputs(0u, width, h, li, j);
     for (var i = 0u; i < p.t; i++) {
         let base = i * width + h * D;
-        var qk = vec2<f32>(0.0);
-        if li < D {
-            qk = vec2<f32>(q[base + li], k[base + li]);
+        let cur = next;
+        if i + 1u < p.t {
+            next = token_inputs(i + 1u, width, h, li, j);
         }
+        let qk = cur.qk;
         let norms = sum2(qk * qk, li);
         if li < D {
             sq[li] = qk.x / sqrt(norms.x + p.l2_eps) * p.q_scale;
             sk[li] = qk.y / sqrt(norms.y + p.l2_eps);
-            sa[li] = exp(g[base + li]);
+            sa[li] = exp(cur.g);
         }
         workgroupBarrier();
         var mem = 0.0;
@@ -114,11 +140,7 @@ fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             }
         }
         mem = column_sum(mem, jj, rg);
-        var vj = 0.0;
-        if j < D {
-            vj = v[base + j];
-        }
-        let delta = (vj - mem) * beta[i * p.heads + h];
+        let delta = (cur.v - mem) * cur.beta;
         var acc = 0.0;
         for (var m = 0u; m < rpg; m++) {
             let r = r0 + m;
