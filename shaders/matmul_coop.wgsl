@@ -137,26 +137,18 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // expert's TM-row tile.
 @compute @workgroup_size(256)
 fn matmul_grouped_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32) {
-    let lin = wid.x + wid.y * nwg.x;
-    let row_tiles = (p.per + TM - 1u) / TM;
-    let e = lin / row_tiles;
-    let r0 = (lin % row_tiles) * TM;
-    let grow = e * p.per;
-    // The expert's matrix lies in this dispatch's weight part (the host keeps them whole).
-    if e >= p.heads || grow < p.row0 || grow + p.per > p.row0 + p.rows {
+    let tile = expert_tile(wid.x + wid.y * nwg.x);
+    if tile.z == 0u {
         return;
     }
-    let se = expert_span(e);
+    let r0 = tile.y;
+    let wrow0 = tile.x * p.per - p.row0 + r0;
     let wrows = min(TM, p.per - r0);
+    let se = expert_span(tile.x);
     for (var c0 = se.x; c0 < se.y; c0 += TN) {
         let ntok = min(TN, se.y - c0);
-        if li < ntok {
-            let pair = ids[c0 + li];
-            xrow[li] = pair / p.x_div;
-            yrow[li] = pair;
-        }
-        workgroupBarrier();
-        coop_tile(li, sg, grow - p.row0 + r0, wrows, ntok, r0);
+        stage_pairs(li, c0, ntok);
+        coop_tile(li, sg, wrow0, wrows, ntok, r0);
         workgroupBarrier();
     }
 }

@@ -16,16 +16,7 @@ fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
     for (var u0 = lane; u0 < units; u0 += TPR * UN) {
         var hd: array<vec4<u32>, 8>;
         var qs: array<vec4<u32>, 8>;
-        for (var i = 0u; i < UN; i++) {
-            let u = u0 + i * TPR;
-            for (var k = 0u; k < RT; k++) {
-                if u < units && k >= klo && k < khi {
-                    let b = r0 + (k - klo) * stride + (u / 8u) * 9u;
-                    hd[k * UN + i] = wq(b);
-                    qs[k * UN + i] = wq(b + 1u + u % 8u);
-                }
-            }
-        }
+        load_units(r0, stride, u0, units, klo, khi, &hd, &qs);
         for (var i = 0u; i < UN; i++) {
             let u = u0 + i * TPR;
             if u >= units {
