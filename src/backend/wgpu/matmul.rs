@@ -50,6 +50,8 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     } else {
         1
     };
+    // Enough units per lane for one pass over the row, at most 4 (2 when each lane serves 4
+    // rows): RT · UN quads of weights and as many of block headers stay in registers.
     let un = if ahead {
         units.div_ceil(tpr).clamp(1, 4 / rt.min(2))
     } else {
