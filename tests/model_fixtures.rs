@@ -6,9 +6,11 @@
 mod fixtures;
 
 use std::path::Path;
-use std::process::Command;
 
-use fixtures::{FIXTURES, convert, fixture, max_abs_diff, read_ids, read_npy, std_dev};
+use fixtures::{
+    FIXTURES, convert, fixture, ids_line, kiln_run_greedy_ids, max_abs_diff, read_ids, read_npy,
+    std_dev,
+};
 use kiln::backend::cpu::CpuBackend;
 use kiln::gguf::Gguf;
 use kiln::model::{Logits, MAX_UBATCH, Model};
@@ -96,39 +98,13 @@ fn prefill_then_decode_equals_full_prefill() {
 /// `kiln run --temp 0` prints the continuation transformers generated.
 #[test]
 fn kiln_run_prints_the_reference_continuation() {
-    let name = "tiny-b";
-    let dir = fixture(name);
-    let prompt: Vec<String> = read_ids(&dir.join("prompt.json"))
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let want: Vec<String> = read_ids(&dir.join("continuation.json"))
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let gguf = convert(name, "bf16");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["run", "-m"])
-        .arg(&gguf)
-        .args([
-            "--tokens",
-            &prompt.join(","),
-            "-n",
-            &want.len().to_string(),
-            "--temp",
-            "0",
-            "--print-ids",
-        ])
-        .output()
-        .expect("run kiln");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = fixture("tiny-b");
+    let prompt = read_ids(&dir.join("prompt.json"));
+    let want = read_ids(&dir.join("continuation.json"));
+    let gguf = convert("tiny-b", "bf16");
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        want.join(",")
+        kiln_run_greedy_ids(&gguf, None, &prompt, want.len()),
+        ids_line(&want)
     );
 }
 

@@ -9,7 +9,10 @@ mod fixtures;
 
 use std::sync::OnceLock;
 
-use fixtures::{FIXTURES, convert, fixture, max_abs_diff, read_ids, run_model, std_dev};
+use fixtures::{
+    FIXTURES, convert, fixture, ids_line, kiln_run_greedy_ids, max_abs_diff, read_ids, run_model,
+    std_dev,
+};
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
 use kiln::gguf::Gguf;
@@ -132,33 +135,14 @@ fn overlapped_greedy_submits_once_per_token() {
 /// transformers generated, and exactly `-n` ids of it.
 #[test]
 fn kiln_run_greedy_through_wgpu() {
-    let name = "tiny-b";
-    let dir = fixture(name);
-    let prompt: Vec<String> = read_ids(&dir.join("prompt.json"))
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let want: Vec<String> = read_ids(&dir.join("continuation.json"))
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let gguf = convert(name, "bf16");
+    let dir = fixture("tiny-b");
+    let prompt = read_ids(&dir.join("prompt.json"));
+    let want = read_ids(&dir.join("continuation.json"));
+    let gguf = convert("tiny-b", "bf16");
     for n in [1, 2, want.len()] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["run", "--backend", "wgpu", "-m"])
-            .arg(&gguf)
-            .args(["--tokens", &prompt.join(","), "-n", &n.to_string()])
-            .args(["--temp", "0", "--print-ids"])
-            .output()
-            .expect("run kiln");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert_eq!(
-            String::from_utf8(out.stdout).unwrap().trim(),
-            want[..n].join(","),
+            kiln_run_greedy_ids(&gguf, Some("wgpu"), &prompt, n),
+            ids_line(&want[..n]),
             "-n {n}"
         );
     }

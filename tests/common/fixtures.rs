@@ -106,6 +106,35 @@ pub fn read_ids(path: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The ids `kiln run --temp 0 --print-ids` prints for `n` tokens after `prompt` from `gguf`
+/// (on `backend`, else the default), as `a,b,c`; fails the test if kiln does.
+pub fn kiln_run_greedy_ids(gguf: &Path, backend: Option<&str>, prompt: &[u32], n: usize) -> String {
+    let prompt: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("run");
+    if let Some(backend) = backend {
+        cmd.args(["--backend", backend]);
+    }
+    let out = cmd
+        .arg("-m")
+        .arg(gguf)
+        .args(["--tokens", &prompt.join(","), "-n", &n.to_string()])
+        .args(["--temp", "0", "--print-ids"])
+        .output()
+        .expect("run kiln");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `ids` as `kiln run --print-ids` prints them.
+pub fn ids_line(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
 pub fn std_dev(x: &[f64]) -> f64 {
     let mean = x.iter().sum::<f64>() / x.len() as f64;
     (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / x.len() as f64).sqrt()
