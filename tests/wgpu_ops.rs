@@ -526,6 +526,38 @@ fn kda_dims(heads: usize, head_dim: usize) -> KdaDims {
     }
 }
 
+/// `short_conv` of the three streams `x` (taps `w`, states from `s0`) over the token ranges
+/// `calls`, one call each: every call's outputs, then the final states.
+fn short_conv_in_calls<B: Backend>(
+    b: &B,
+    w: &[Tensor],
+    x: &[Vec<f32>],
+    s0: &[Vec<f32>],
+    dm: KdaDims,
+    calls: &[(usize, usize)],
+) -> Vec<f32> {
+    let ch = dm.width();
+    let past = (dm.conv_kernel - 1) * ch;
+    let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let mut st = [buf(b, &s0[0]), buf(b, &s0[1]), buf(b, &s0[2])];
+    let mut all = Vec::new();
+    for &(a, e) in calls {
+        let n = (e - a) * ch;
+        let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
+        let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
+        let taps = [&wb[0], &wb[1], &wb[2]];
+        b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
+            .unwrap();
+        for o in &o {
+            all.extend(b.read(o, n).unwrap());
+        }
+    }
+    for s in &st {
+        all.extend(b.read(s, past).unwrap());
+    }
+    all
+}
+
 /// The q, k and v streams in one call, each with its own taps and state.
 #[test]
 fn short_conv_of_three_streams_with_state() {
@@ -538,38 +570,12 @@ fn short_conv_of_three_streams_with_state() {
         .collect();
     let x: Vec<Vec<f32>> = (0..3).map(|s| r.vec(8 * ch, 1.0 + s as f32)).collect();
     let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec(3 * ch, 1.0)).collect();
-    fn run<B: Backend>(
-        b: &B,
-        w: &[Tensor],
-        x: &[Vec<f32>],
-        s0: &[Vec<f32>],
-        dm: KdaDims,
-    ) -> Vec<f32> {
-        let ch = dm.width();
-        let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
-        let mut st = [buf(b, &s0[0]), buf(b, &s0[1]), buf(b, &s0[2])];
-        let mut all = Vec::new();
-        // 6 tokens, then 1, then 1: the state carries across calls, including t < kernel - 1.
-        for (a, e) in [(0, 6), (6, 7), (7, 8)] {
-            let n = (e - a) * ch;
-            let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
-            let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
-            let taps = [&wb[0], &wb[1], &wb[2]];
-            b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
-                .unwrap();
-            for o in &o {
-                all.extend(b.read(o, n).unwrap());
-            }
-        }
-        for s in &st {
-            all.extend(b.read(s, 3 * ch).unwrap());
-        }
-        all
-    }
+    // 6 tokens, then 1, then 1: the state carries across calls, including t < kernel - 1.
+    let calls = [(0, 6), (6, 7), (7, 8)];
     assert_close(
         "short_conv",
-        &run(&g, &w, &x, &s0, dm),
-        &run(&c, &w, &x, &s0, dm),
+        &short_conv_in_calls(&g, &w, &x, &s0, dm, &calls),
+        &short_conv_in_calls(&c, &w, &x, &s0, dm, &calls),
         F32_NMSE,
     );
 }
@@ -1268,47 +1274,11 @@ fn short_conv_of_every_width() {
             .collect();
         let x: Vec<Vec<f32>> = (0..3).map(|_| r.vec(27 * ch, 1.0)).collect();
         let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec((kw - 1) * ch, 1.0)).collect();
-        let run = |b: &dyn Fn(&mut Vec<f32>)| {
-            let mut v = Vec::new();
-            b(&mut v);
-            v
-        };
-        fn conv<B: Backend>(
-            b: &B,
-            w: &[Tensor],
-            x: &[Vec<f32>],
-            s0: &[Vec<f32>],
-            dm: KdaDims,
-            all: &mut Vec<f32>,
-        ) {
-            let ch = dm.width();
-            let past = (dm.conv_kernel - 1) * ch;
-            let wb: Vec<_> = w.iter().map(|w| b.upload(w.view()).unwrap()).collect();
-            let state = |s: usize| {
-                let mut st = b.alloc(past).unwrap();
-                b.write(&mut st, &s0[s]).unwrap();
-                st
-            };
-            let mut st = [state(0), state(1), state(2)];
-            for (a, e) in [(0, 1), (1, 10), (10, 11), (11, 27)] {
-                let n = (e - a) * ch;
-                let xs = [0, 1, 2].map(|s| buf(b, &x[s][a * ch..e * ch]));
-                let mut o = [0, 1, 2].map(|_| b.alloc(n).unwrap());
-                let taps = [&wb[0], &wb[1], &wb[2]];
-                b.short_conv(xs.each_ref(), taps, &mut st, e - a, dm, &mut o)
-                    .unwrap();
-                for o in &o {
-                    all.extend(b.read(o, n).unwrap());
-                }
-            }
-            for s in &st {
-                all.extend(b.read(s, past).unwrap());
-            }
-        }
+        let calls = [(0, 1), (1, 10), (10, 11), (11, 27)];
         assert_close(
             &format!("short_conv kw={kw}"),
-            &run(&|v| conv(&g, &w, &x, &s0, dm, v)),
-            &run(&|v| conv(&c, &w, &x, &s0, dm, v)),
+            &short_conv_in_calls(&g, &w, &x, &s0, dm, &calls),
+            &short_conv_in_calls(&c, &w, &x, &s0, dm, &calls),
             F32_NMSE,
         );
     }
