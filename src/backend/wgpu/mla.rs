@@ -50,37 +50,45 @@ fn mla_params(dims: MlaDims, pos: usize, t: usize, nsplit: usize) -> [u32; 9] {
 }
 
 impl WgpuBackend {
-    /// The per-head products of `s` (`Select::Heads`): a decoded token's one by one; a prompt's
-    /// grouped by head like a prompt's MoE pairs by expert (every token "routed" to every head),
-    /// so that each head's matrix is read once per tile of tokens and the tiles run on
-    /// cooperative matrices where the adapter has them.
+    /// A prompt's (token, head) pairs grouped by head, as `moe_group` groups a prompt's MoE
+    /// pairs by expert (every token "routed" to every head): the pair list and the uniform
+    /// `starts` of [`Self::matmul_grouped`]. `None` for one token, or more heads than
+    /// `starts` holds.
+    fn head_groups(&self, heads: usize, t: usize) -> Option<(wgpu::Buffer, wgpu::Buffer)> {
+        if t < 2 || heads >= GROUP_STARTS {
+            return None;
+        }
+        // Pair i · heads + h in head h's group: the pairs, then each head's start.
+        let mut groups: Vec<u32> = (0..heads)
+            .flat_map(|h| (0..t).map(move |i| (i * heads + h) as u32))
+            .collect();
+        groups.extend((0..=heads).map(|h| (h * t) as u32));
+        let mut starts = vec![0u32; GROUP_STARTS];
+        starts[..=heads].copy_from_slice(&groups[heads * t..]);
+        Some((
+            self.buffer_with(bytemuck::cast_slice(&groups)),
+            self.uniform_with(bytemuck::cast_slice(&starts)),
+        ))
+    }
+
+    /// The per-head products of `s` (`Select::Heads`): a prompt's over its `groups`
+    /// ([`Self::head_groups`]), so that each head's matrix is read once per tile of tokens and
+    /// the tiles run on cooperative matrices where the adapter has them; else (a decoded
+    /// token, or a head's matrix split across weight parts) one by one.
     fn head_products(
         &self,
         w: &WgpuWeight<'_>,
         s: SelProduct<'_>,
+        groups: Option<&(wgpu::Buffer, wgpu::Buffer)>,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<()> {
-        let Select::Heads(heads) = s.select else {
-            return self.matmul_sel(w, s, x, y);
-        };
-        let t = s.pairs / heads;
-        if t > 1 && heads < GROUP_STARTS {
-            // Pair i · heads + h in head h's group: the pairs, then each head's start.
-            let mut groups: Vec<u32> = (0..heads)
-                .flat_map(|h| (0..t).map(move |i| (i * heads + h) as u32))
-                .collect();
-            groups.extend((0..=heads).map(|h| (h * t) as u32));
-            let mut starts = vec![0u32; GROUP_STARTS];
-            starts[..=heads].copy_from_slice(&groups[s.pairs..]);
-            let groups = self.buffer_with(bytemuck::cast_slice(&groups));
-            let starts = self.uniform_with(bytemuck::cast_slice(&starts));
-            if self
-                .matmul_grouped(w, &s, &groups, &starts, heads, x, y)?
+        if let (Some((groups, starts)), Select::Heads(heads)) = (groups, s.select)
+            && self
+                .matmul_grouped(w, &s, groups, starts, heads, x, y)?
                 .is_some()
-            {
-                return Ok(());
-            }
+        {
+            return Ok(());
         }
         self.matmul_sel(w, s, x, y)
     }
@@ -176,6 +184,8 @@ impl WgpuBackend {
         let qw = dims.nope + dims.rope;
         let params = mla_params(dims, pos, t, nsplit);
         let q_abs = self.scratch(t * h * l)?;
+        // Both per-head products pair the same tokens with the same heads.
+        let groups = self.head_groups(h, t);
         self.head_products(
             &w.k_b,
             SelProduct {
@@ -186,6 +196,7 @@ impl WgpuBackend {
                 x_stride: qw,
                 y_stride: l,
             },
+            groups.as_ref(),
             &q.buf,
             &q_abs.buf,
         )?;
@@ -219,6 +230,7 @@ impl WgpuBackend {
                 x_stride: l,
                 y_stride: dims.v_dim,
             },
+            groups.as_ref(),
             &o_lat.buf,
             &out.buf,
         )
