@@ -710,23 +710,31 @@ fn delta_rule<B: Backend>(
     out
 }
 
+/// The scan stages its inputs in chunks of 1024 / d tokens (8 at d = 128, 51 at d = 20, 4 at
+/// d = 256): one token, one chunk and part of one, several chunks with a remainder, with the
+/// column sums over subgroups and through workgroup memory.
 #[test]
 fn kda_recurrent_and_chunked_from_a_nonzero_state() {
-    let (g, c) = (gpu(), cpu());
+    let c = cpu();
     let mut r = Rng(8);
-    for (heads, d) in [(2, 32), (1, 128), (3, 24), (2, 20)] {
-        let dm = kda_dims(heads, d);
-        for (t, chunked) in [(1, false), (3, false), (1, true), (70, true)] {
-            let inp = kda_inputs(t, dm, &mut r);
-            let s0 = r.vec(heads * d * d, 1.0);
-            let got = delta_rule(&g, &inp, &s0, t, dm, chunked);
-            let want = delta_rule(&c, &inp, &s0, t, dm, chunked);
-            assert_close(
-                &format!("kda heads {heads} d {d} t {t} chunked {chunked}"),
-                &got,
-                &want,
-                F32_NMSE,
-            );
+    for g in &both_reductions() {
+        for (heads, d) in [(2, 32), (1, 128), (3, 24), (2, 20), (1, 256)] {
+            let dm = kda_dims(heads, d);
+            for (t, chunked) in [(1, false), (3, false), (1, true), (70, true), (9, true)] {
+                let inp = kda_inputs(t, dm, &mut r);
+                let s0 = r.vec(heads * d * d, 1.0);
+                let got = delta_rule(g, &inp, &s0, t, dm, chunked);
+                let want = delta_rule(&c, &inp, &s0, t, dm, chunked);
+                assert_close(
+                    &format!(
+                        "kda heads {heads} d {d} t {t} chunked {chunked} subgroups {}",
+                        g.subgroups()
+                    ),
+                    &got,
+                    &want,
+                    F32_NMSE,
+                );
+            }
         }
     }
 }

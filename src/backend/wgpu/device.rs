@@ -137,8 +137,9 @@ pub struct Context {
     pub features: wgpu::Features,
     /// The prompt products run on cooperative matrices (see [`AdapterSummary::coop_matrix`]).
     pub coop_matrix: bool,
-    /// The row and routing kernels reduce over subgroups: the device has them and
-    /// `KILN_NO_SUBGROUPS` is not set (else they reduce through workgroup memory).
+    /// The row, routing and KDA scan kernels reduce over subgroups: the device has them, of at
+    /// least 8 lanes (the scan's column groups), and `KILN_NO_SUBGROUPS` is not set (else they
+    /// reduce through workgroup memory).
     pub subgroups: bool,
     /// Validation and out-of-memory errors nobody captured in a scope; drained by [`Context::check`].
     errors: Arc<Mutex<Vec<String>>>,
@@ -209,6 +210,7 @@ impl Context {
         }))
         .map_err(|e| BackendError::Gpu(format!("opening {}: {e}", adapter.get_info().name)))?;
         let subgroups = features.contains(wgpu::Features::SUBGROUP)
+            && adapter.get_info().subgroup_min_size >= 8
             && std::env::var_os("KILN_NO_SUBGROUPS").is_none();
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();

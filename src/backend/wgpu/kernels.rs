@@ -34,6 +34,8 @@ const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgs
 const REDUCE_WORKGROUP: &str = include_str!("../../../shaders/reduce_workgroup.wgsl");
 const MOE_CHOOSE_SUBGROUP: &str = include_str!("../../../shaders/moe_choose_subgroup.wgsl");
 const MOE_CHOOSE_WORKGROUP: &str = include_str!("../../../shaders/moe_choose_workgroup.wgsl");
+const KDA_SUM_SUBGROUP: &str = include_str!("../../../shaders/kda_sum_subgroup.wgsl");
+const KDA_SUM_WORKGROUP: &str = include_str!("../../../shaders/kda_sum_workgroup.wgsl");
 
 /// The block types with WGSL decoders.
 pub const SUPPORTED: [GgmlType; 12] = [
@@ -380,8 +382,17 @@ impl Pipelines {
 }
 
 /// What the plain kernels of `src` are assembled with: the workgroup reductions (over subgroups
-/// where `subgroups`, else through workgroup memory) and the MoE's routing choice.
+/// where `subgroups`, else through workgroup memory), the MoE's routing choice and the KDA scan's
+/// column sums.
 fn reductions(src: &str, subgroups: bool) -> String {
+    if src == KDA_SCAN {
+        let sum = if subgroups {
+            KDA_SUM_SUBGROUP
+        } else {
+            KDA_SUM_WORKGROUP
+        };
+        return format!("{sum}\n");
+    }
     let reduce = if subgroups {
         REDUCE_SUBGROUP
     } else {
