@@ -205,8 +205,8 @@ fn matmul_float_rows_of_any_multiple_of_four() {
     }
 }
 
-/// The MoE router's product at its shape, 256 F32 rows of 2304 values: a decoded token, and
-/// prompts whose few tiles split the row's values
+/// The MoE router's product at its shape, 256 F32 rows of 2304 values: a decoded token (a
+/// whole workgroup of lanes per row), and prompts whose few tiles split the row's values
 /// (`matmul_split`: 18 slices of 128 values for a few tokens, at 512 tokens 15 of 160, the last
 /// 64), in whole and partial token tiles; and rows of 900 values, whose last slice is 4 values.
 /// Where the adapter has timestamps, a prompt's product is the split and its sum.

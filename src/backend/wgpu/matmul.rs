@@ -32,12 +32,23 @@ const MV_WG: usize = 256;
 /// F32 weight with fewer tiles splits its values until it has about as many.
 const BUSY_WORKGROUPS: usize = 512;
 
-/// Threads per weight row of the decode products (TPR in the shader): about two `part_dot_rows`
-/// calls each, so that short rows (the experts' down products) do not leave threads idle and
-/// long ones (float routers) spread over more threads.
-fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
+/// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
+/// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
+/// do not leave threads idle and long ones spread over more threads, up to 64. An F32 weight
+/// of at most BUSY_WORKGROUPS rows (the MoE router: 256 rows of 2304 values, 2.36 MB) may
+/// spread a row over the whole workgroup: 64 lanes a row made it 64 workgroups, half of an H100's
+/// SMs idle and each lane 9 loads deep; at 256 lanes it is 256 workgroups with at most 3 loads a
+/// lane. Reading so few bytes is latency-bound (3 TB/s × ~1 µs of memory latency is more than the
+/// whole matrix), so loads in flight at once are what count, not the 8 reduction steps where 6
+/// were. Quantized weights keep their shapes.
+fn threads_per_row(ty: GgmlType, cols: usize, rows: usize) -> usize {
     let units = cols / kernels::dot_values(ty);
-    (units / 2).next_power_of_two().clamp(4, 64)
+    let most = if ty == GgmlType::F32 && rows <= BUSY_WORKGROUPS {
+        MV_WG
+    } else {
+        64
+    };
+    (units / 2).next_power_of_two().clamp(4, most)
 }
 
 /// How a prompt product of `tiles` tiles over rows of `cols` values splits the values so that
@@ -61,7 +72,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     let tpr = if ahead {
         units.next_power_of_two().clamp(4, 32)
     } else {
-        threads_per_row(w.ty, w.ne[0])
+        threads_per_row(w.ty, w.ne[0], rows)
     };
     let groups = MV_WG / tpr;
     let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS {
@@ -494,5 +505,15 @@ mod tests {
         assert_eq!(split_values(256, 2304), Some((1152, 2)));
         assert_eq!(split_values(512, 2304), None);
         assert_eq!(split_values(1, 68), None);
+    }
+
+    /// The router's decode product spreads each row over a whole workgroup (256 workgroups);
+    /// a tall F32 matrix and quantized weights keep at most 64 lanes a row.
+    #[test]
+    fn few_float_rows_get_a_workgroup_each() {
+        assert_eq!(threads_per_row(GgmlType::F32, 2304, 256), MV_WG);
+        assert_eq!(threads_per_row(GgmlType::F32, 2304, 16_392), 64);
+        assert_eq!(threads_per_row(GgmlType::Q8_0, 2304, 256), 64);
+        assert_eq!(threads_per_row(GgmlType::F32, 64, 256), 8);
     }
 }
