@@ -1,7 +1,8 @@
 // The decode products' workgroup shape and the reduction of each row group's partial sums
 // (`matvec`, `matmul_sel`, `matvecs`).
 
-// Threads per row group: a power of two up to 64, chosen by the host per weight shape. Each
+// Threads per row group: a power of two up to 64 (up to MV_WG for an F32 weight of few rows),
+// chosen by the host per weight shape. Each
 // thread serves RT consecutive rows, so that the activations it loads serve RT rows (4 bytes
 // per value against half a byte of Q4_K), where the matrix has rows enough to keep the GPU
 // busy with RT > 1.

@@ -202,6 +202,21 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     dst[i] = dst[i] + src0[i];
 }
 
+// dst ← the sum of p.t slices of n values each, src0[s · n + i] for slice s, added in slice
+// order (the partial products of `matmul_split`).
+@compute @workgroup_size(256)
+fn sum_slices(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.n {
+        return;
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.t; k++) {
+        s += src0[k * p.n + i];
+    }
+    dst[i] = s;
+}
+
 // The largest of values lo..hi of row b (the first on ties; NaN never wins), VPT values per
 // thread loaded in one batch, and its index within the row.
 fn row_argmax(b: u32, lo: u32, hi: u32, th: Thread) -> Best {

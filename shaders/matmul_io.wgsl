@@ -12,6 +12,8 @@ struct Params {
     x_off: u32,
     y_stride: u32,
     y_off: u32,
+    // Rows of each selected matrix (matmul_sel, matmul_grouped); values per slice
+    // (matmul_split).
     per: u32,
     x_div: u32,
     mode: u32,

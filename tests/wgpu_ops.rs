@@ -205,6 +205,51 @@ fn matmul_float_rows_of_any_multiple_of_four() {
     }
 }
 
+/// The MoE router's product at its shape, 256 F32 rows of 2304 values: a decoded token (a
+/// whole workgroup of lanes per row), and prompts whose few tiles split the row's values
+/// (`matmul_split`: 18 slices of 128 values for a few tokens, at 512 tokens 15 of 160, the last
+/// 64), in whole and partial token tiles; and rows of 900 values, whose last slice is 4 values.
+/// Where the adapter has timestamps, a prompt's product is the split and its sum.
+#[test]
+fn matmul_f32_of_few_rows_split_over_values() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(31);
+    for (cols, rows, ts) in [
+        (2304, 256, &[1, 2, 64, 97, 512][..]),
+        (900, 40, &[1, 33][..]),
+    ] {
+        let values = r.vec(cols * rows, 1.0);
+        let w = Tensor::new("router", GgmlType::F32, [cols, rows, 1, 1], &values);
+        for &t in ts {
+            let x = r.vec(t * cols, 1.0);
+            assert_close(
+                &format!("matmul F32 {cols}x{rows} t={t}"),
+                &matmul_case(&g, &w, &x, t),
+                &matmul_case(&c, &w, &x, t),
+                F32_NMSE,
+            );
+        }
+    }
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    let w = Tensor::new(
+        "router",
+        GgmlType::F32,
+        [2304, 256, 1, 1],
+        &r.vec(2304 * 256, 1.0),
+    );
+    g.set_profiling(true).unwrap();
+    let _ = matmul_case(&g, &w, &r.vec(97 * 2304, 1.0), 97);
+    let report = g.profile().unwrap();
+    let mut names: Vec<_> = report.iter().map(|k| (k.name.as_str(), k.calls)).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [("matmul_split F32 2304x256x1", 1), ("sum_slices", 1)]
+    );
+}
+
 /// Each weight's product with one input, through `matmuls`.
 fn matmuls_case<B: Backend>(b: &B, ws: &[Tensor], x: &[f32], t: usize) -> Vec<Vec<f32>> {
     let rows = |w: &Tensor| w.ne[1] * w.ne[2] * w.ne[3];

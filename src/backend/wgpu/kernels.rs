@@ -166,6 +166,8 @@ static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
+    /// `Matmul` in partial products over slices of the row's values, summed by `SumSlices`.
+    MatmulSplit,
     MatmulGrouped,
     /// `Matmul` and `MatmulGrouped` on cooperative matrices (`Context::coop_matrix`).
     MatmulCoop,
@@ -184,6 +186,8 @@ pub enum Kernel {
     /// Two SwiGLUs in one dispatch (routed and shared expert).
     SwigluPair,
     Add,
+    /// The sum of a split product's slices (`MatmulSplit`).
+    SumSlices,
     Argmax,
     /// The two dispatches of a long row's argmax.
     ArgmaxPart,
@@ -234,6 +238,7 @@ impl Kernel {
         };
         match self {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
+            Kernel::MatmulSplit => d(MATMUL, "matmul_split", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
             Kernel::Matvecs(n) => d(
                 MATVECS,
@@ -267,6 +272,7 @@ impl Kernel {
             Kernel::Swiglu => d(ELEMENTWISE, "swiglu", false, &[0, 2], 3),
             Kernel::SwigluPair => d(ELEMENTWISE, "swiglu_pair", false, &[0, 1, 2, 4], 3),
             Kernel::Add => d(ELEMENTWISE, "add", false, &[0, 2], 3),
+            Kernel::SumSlices => d(ELEMENTWISE, "sum_slices", false, &[0, 2], 3),
             Kernel::Argmax => d(ELEMENTWISE, "argmax", false, &[0, 2], 3),
             Kernel::ArgmaxPart => d(ELEMENTWISE, "argmax_part", false, &[0, 2], 3),
             Kernel::ArgmaxMerge => d(ELEMENTWISE, "argmax_merge", false, &[0, 2], 3),
@@ -691,6 +697,7 @@ mod tests {
             Kernel::Swiglu,
             Kernel::SwigluPair,
             Kernel::Add,
+            Kernel::SumSlices,
             Kernel::Argmax,
             Kernel::ArgmaxPart,
             Kernel::ArgmaxMerge,
@@ -713,6 +720,20 @@ mod tests {
         assert!(!src(Kernel::RmsNorm, false).contains("subgroupAdd"));
         assert!(src(Kernel::MoeRoute, true).contains("subgroupMax"));
         assert!(!src(Kernel::MoeRoute, false).contains("subgroupM"));
+    }
+
+    /// The tiled prompt products compile for every block type (CI's lavapipe runs them only
+    /// for the types its tests use; `matmul_split` serves F32 weights today).
+    #[test]
+    fn tiled_prompt_kernels_compile_for_every_type() {
+        for ty in SUPPORTED {
+            for kernel in [Kernel::Matmul, Kernel::MatmulSplit, Kernel::MatmulGrouped] {
+                let key = KernelKey::typed(kernel, ty);
+                if let Err(e) = to_spirv(key, true) {
+                    panic!("{}: {e}", key.label());
+                }
+            }
+        }
     }
 
     /// The cooperative-matrix kernel runs only on GPUs CI does not have; this at least proves

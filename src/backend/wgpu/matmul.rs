@@ -2,8 +2,10 @@
 //! part: a decoded token's products run 256 / TPR row groups per workgroup (`matvec`,
 //! `matmul_sel`; `matvecs` for several weights that read one input), a prompt's tiles of 64
 //! weight rows × 64 tokens per workgroup (on tensor cores through cooperative matrices where
-//! the adapter has them, `shaders/matmul_coop.wgsl`).
+//! the adapter has them, `shaders/matmul_coop.wgsl`), an F32 matrix with too few tiles to fill
+//! the GPU split over slices of its row's values (`matmul_split`, then `sum_slices`).
 
+use super::super::Backend;
 use super::kernels::{self, Kernel, KernelKey};
 use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
@@ -17,18 +19,46 @@ pub const COOP_TILE: (usize, usize) = (64, 64);
 /// Values of the grouped products' uniform `starts` (257 vec4s in matmul_io.wgsl): each
 /// group's first pair, and the end, for up to 1024 groups.
 pub const GROUP_STARTS: usize = 1028;
+/// Values per step of the tiled products (TK in `shaders/matmul.wgsl`): a split product's
+/// slices are whole steps.
+const TK: usize = 32;
+/// The fewest values of a split product's slice: 4 steps, so that a workgroup reads at least
+/// 64 KiB of weights and activations for the 16 KiB of partial sums it writes.
+const MIN_SLICE: usize = 4 * TK;
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
-/// Workgroups a decode product needs before its threads serve several rows each: enough
-/// to fill a large GPU twice over.
+/// Workgroups a product needs to fill a large GPU (an H100's 132 SMs) about four times over:
+/// a decode product's threads serve several rows each only beyond it; a prompt product of an
+/// F32 weight with fewer tiles splits its values until it has about as many.
 const BUSY_WORKGROUPS: usize = 512;
 
-/// Threads per weight row of the decode products (TPR in the shader): about two `part_dot_rows`
-/// calls each, so that short rows (the experts' down products) do not leave threads idle and
-/// long ones (float routers) spread over more threads.
-fn threads_per_row(ty: GgmlType, cols: usize) -> usize {
+/// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
+/// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
+/// do not leave threads idle and long ones spread over more threads, up to 64. An F32 weight
+/// of at most BUSY_WORKGROUPS rows (the MoE router: 256 rows of 2304 values, 2.36 MB) may
+/// spread a row over the whole workgroup: 64 lanes a row made it 64 workgroups, half of an H100's
+/// SMs idle and each lane 9 loads deep; at 256 lanes it is 256 workgroups with at most 3 loads a
+/// lane. Reading so few bytes is latency-bound (3 TB/s × ~1 µs of memory latency is more than the
+/// whole matrix), so loads in flight at once are what count, not the 8 reduction steps where 6
+/// were. Quantized weights keep their shapes.
+fn threads_per_row(ty: GgmlType, cols: usize, rows: usize) -> usize {
     let units = cols / kernels::dot_values(ty);
-    (units / 2).next_power_of_two().clamp(4, 64)
+    let most = if ty == GgmlType::F32 && rows <= BUSY_WORKGROUPS {
+        MV_WG
+    } else {
+        64
+    };
+    (units / 2).next_power_of_two().clamp(4, most)
+}
+
+/// How a prompt product of `tiles` tiles over rows of `cols` values splits the values so that
+/// it runs about BUSY_WORKGROUPS workgroups: the values of each slice (whole TK steps, at
+/// least MIN_SLICE) and the slices; `None` when it has tiles enough, or values too few, for two.
+fn split_values(tiles: usize, cols: usize) -> Option<(usize, usize)> {
+    let want = BUSY_WORKGROUPS.div_ceil(tiles);
+    let slice = cols.div_ceil(want).next_multiple_of(TK).max(MIN_SLICE);
+    let slices = cols.div_ceil(slice);
+    (want >= 2 && slices >= 2).then_some((slice, slices))
 }
 
 /// The decode product kernel `kernel` for `w` when it computes `rows` rows in all (on integer
@@ -42,7 +72,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     let tpr = if ahead {
         units.next_power_of_two().clamp(4, 32)
     } else {
-        threads_per_row(w.ty, w.ne[0])
+        threads_per_row(w.ty, w.ne[0], rows)
     };
     let groups = MV_WG / tpr;
     let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS {
@@ -94,6 +124,7 @@ struct Params {
     t: usize,
     x_stride: usize,
     y_stride: usize,
+    /// Rows of each selected matrix; `matmul_split`'s values per slice.
     per: usize,
     x_div: usize,
     mode: u32,
@@ -182,6 +213,12 @@ impl WgpuBackend {
         check_len(x.len, t * cols)?;
         check_len(out.len, t * rows)?;
         self.check_cols(w, cols)?;
+        if t > 1 && w.ty == GgmlType::F32 && w.parts.len() == 1 {
+            let tiles = rows.div_ceil(TILE.0) * t.div_ceil(TILE.1);
+            if let Some(split) = split_values(tiles, cols) {
+                return self.matmul_split(w, x, t, out, tiles, split);
+            }
+        }
         for part in &w.parts {
             let params = Params {
                 cols,
@@ -213,6 +250,53 @@ impl WgpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// [`Self::matmul_into`] of a one-part weight whose `tiles` prompt tiles are too few to
+    /// fill the GPU (the MoE router: 256 rows make a 512-token prompt 32 tiles, on an H100's
+    /// 132 SMs), split over slices of the row's values (`split`: values per slice, slices):
+    /// `matmul_split` writes one partial product per slice and tile, tiles × slices workgroups,
+    /// into a scratch buffer of slices × t × rows values (under 2 · BUSY_WORKGROUPS tiles' worth,
+    /// 16 MiB; 7.5 MiB for the router at 512 tokens), and `sum_slices` adds them into `out` in
+    /// slice order, for one more launch. Smaller tiles would not do: a 4 × 4-output thread over
+    /// 256 × 512 outputs is 8192 threads whatever the tile, and fewer outputs per thread make
+    /// the tile loop bound by workgroup-memory reads.
+    fn matmul_split(
+        &self,
+        w: &WgpuWeight<'_>,
+        x: &WgpuBuf,
+        t: usize,
+        out: &WgpuBuf,
+        tiles: usize,
+        (slice, slices): (usize, usize),
+    ) -> Result<()> {
+        let (cols, rows) = (w.ne[0], w.rows());
+        let n = t * rows;
+        let partial = self.scratch(slices * n)?;
+        let params = Params {
+            cols,
+            t,
+            x_stride: cols,
+            y_stride: rows,
+            per: slice,
+            x_div: 1,
+            mode: 0,
+            heads: 1,
+        }
+        .for_part(&w.parts[0]);
+        self.run_shaped(
+            KernelKey::typed(Kernel::MatmulSplit, w.ty),
+            Some(w.ne),
+            &[&w.parts[0].buf, &x.buf, &partial.buf],
+            &params,
+            tiles * slices,
+        )?;
+        self.run(
+            KernelKey::plain(Kernel::SumSlices),
+            &[&partial.buf, &out.buf],
+            &[n as u32, slices as u32, 0, 0],
+            n.div_ceil(256),
+        )
     }
 
     /// `matmul_into` of `x` with each job's weight. A decoded token's products of weights
@@ -404,5 +488,32 @@ impl WgpuBackend {
             &[n as u32, 0, 0, 0],
             n.div_ceil(256),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router (256 rows of 2304 values) at 512 tokens is 32 tiles: 15 slices of 160
+    /// values make it 480 workgroups; a few tokens' 4 tiles take the shortest slices; from
+    /// 512 tiles on, or with values for one slice only, nothing splits.
+    #[test]
+    fn few_tiles_split_their_values() {
+        assert_eq!(split_values(32, 2304), Some((160, 15)));
+        assert_eq!(split_values(4, 2304), Some((128, 18)));
+        assert_eq!(split_values(256, 2304), Some((1152, 2)));
+        assert_eq!(split_values(512, 2304), None);
+        assert_eq!(split_values(1, 68), None);
+    }
+
+    /// The router's decode product spreads each row over a whole workgroup (256 workgroups);
+    /// a tall F32 matrix and quantized weights keep at most 64 lanes a row.
+    #[test]
+    fn few_float_rows_get_a_workgroup_each() {
+        assert_eq!(threads_per_row(GgmlType::F32, 2304, 256), MV_WG);
+        assert_eq!(threads_per_row(GgmlType::F32, 2304, 16_392), 64);
+        assert_eq!(threads_per_row(GgmlType::Q8_0, 2304, 256), 64);
+        assert_eq!(threads_per_row(GgmlType::F32, 64, 256), 8);
     }
 }
