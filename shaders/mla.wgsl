@@ -406,7 +406,6 @@ fn mla_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let lo = split * p.span;
     let hi = min(lo + p.span, p.pos + last / p.heads + 1u);
     let l4 = p.lora / 4u;
-    let cw4 = (p.lora + p.rope) / 4u;
     let cg = j % 128u;
     let r0 = (j / 128u) * FROWS;
     if j < FQ {
@@ -420,24 +419,37 @@ fn mla_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         workgroupBarrier();
         flash_softmax(j);
         if cg < l4 {
-            for (var i = 0u; i < FROWS; i++) {
-                o[i] *= fa[r0 + i];
-            }
-            for (var k = 0u; k < n; k++) {
-                let v = cache4[(k0 + k) * cw4 + cg];
-                for (var i = 0u; i < FROWS / 4u; i++) {
-                    let pv = fk[k * (FQ / 4u) + r0 / 4u + i];
-                    o[4u * i] += pv.x * v;
-                    o[4u * i + 1u] += pv.y * v;
-                    o[4u * i + 2u] += pv.z * v;
-                    o[4u * i + 3u] += pv.w * v;
-                }
-            }
+            flash_pv(&o, k0, n, cg, r0);
         }
         // The next step's staging overwrites P.
         workgroupBarrier();
     }
     flash_store(o, q0, rows, split, cg, r0, j);
+}
+
+// Rescales this thread's output rows (column group cg, rows r0..r0 + FROWS) by the step's fa and
+// adds P · V over the step's n cached rows from k0, loading four rows ahead of their products.
+// P is 0 past n, so the last group of four may re-read row n - 1 for nothing.
+fn flash_pv(o: ptr<function, array<vec4<f32>, FROWS>>, k0: u32, n: u32, cg: u32, r0: u32) {
+    let cw4 = (p.lora + p.rope) / 4u;
+    for (var i = 0u; i < FROWS; i++) {
+        (*o)[i] *= fa[r0 + i];
+    }
+    for (var k = 0u; k < n; k += 4u) {
+        var v: array<vec4<f32>, 4>;
+        for (var u = 0u; u < 4u; u++) {
+            v[u] = cache4[(k0 + min(k + u, n - 1u)) * cw4 + cg];
+        }
+        for (var u = 0u; u < 4u; u++) {
+            for (var i = 0u; i < FROWS / 4u; i++) {
+                let pv = fk[(k + u) * (FQ / 4u) + r0 / 4u + i];
+                (*o)[4u * i] += pv.x * v[u];
+                (*o)[4u * i + 1u] += pv.y * v[u];
+                (*o)[4u * i + 2u] += pv.z * v[u];
+                (*o)[4u * i + 3u] += pv.w * v[u];
+            }
+        }
+    }
 }
 
 fn flash_store(o: array<vec4<f32>, FROWS>, q0: u32, rows: u32, split: u32, cg: u32, r0: u32, j: u32) {

@@ -1,6 +1,7 @@
 //! Dispatch math of the absorbed MLA (`shaders/mla.wgsl`): append the normalised latents,
-//! q_abs = W_UK(h)ᵀ q_nope per head, attention split over the cache length, merge, and
-//! o = W_UV(h) o_lat per head. Five dispatches, independent of the context length.
+//! q_abs = W_UK(h)ᵀ q_nope per head, attention split over the cache length and merged (a
+//! prompt's in tiles of queries, flash-attention style, split only where the GPU would idle),
+//! and o = W_UV(h) o_lat per head. At most five dispatches, independent of the context length.
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -15,7 +16,8 @@ const CH: usize = 128;
 const MAX_CACHE_WIDTH: usize = 640;
 /// Most heads one attention workgroup serves (MAXH in the shader).
 const MAX_HEAD_GROUP: usize = 8;
-/// Attention workgroups worth keeping a large GPU busy with: below this, each serves one head.
+/// Attention workgroups worth keeping a large GPU busy with: below this, a decoded token's
+/// serve one head each, and a prompt's split the cache length further.
 const BUSY_ATTENTION_WORKGROUPS: usize = 256;
 
 /// Heads per attention workgroup (HG in the shader) for `t` tokens of `heads` heads over
