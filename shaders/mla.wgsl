@@ -245,7 +245,7 @@ fn mla_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // mla_flash: FQ query rows (consecutive (token, head) pairs, pair = token · heads + head)
 // against the cached positions of one split, FK at a time. Each step stages the FK cached rows
 // and the FQ query rows FD4 vec4s of the width at a time (coalesced loads, read once for the
-// whole tile), scores them from workgroup memory, updates each row's running max and sum
+// whole tile, the next slice loaded while this one is multiplied), scores them from workgroup memory, updates each row's running max and sum
 // (online softmax), and adds P · V, V being the first lora values of the same cached rows, read
 // from memory in coalesced vec4s. Workgroup memory: about 28 KiB.
 const FQ: u32 = 32u;
@@ -280,34 +280,52 @@ fn set_p(k: u32, r: u32, v: f32) {
     fk[k * (FQ / 4u) + r / 4u][r % 4u] = v;
 }
 
-// Stages slice c (vec4s c · FD4..) of the query rows q0.. and of the n cached rows from k0,
-// zero past the ends (rows, width), so that padding adds nothing to the dot products.
-fn flash_stage(c: u32, q0: u32, rows: u32, k0: u32, n: u32, j: u32) {
+// A thread's share of one staged slice: FQ · FD4 / FWG query vec4s and FK · FD4 / FWG cached.
+const FSQ: u32 = FQ * FD4 / FWG;
+const FSK: u32 = FK * FD4 / FWG;
+struct Slice {
+    q: array<vec4<f32>, FSQ>,
+    k: array<vec4<f32>, FSK>,
+}
+
+// This thread's share of slice c (vec4s c · FD4..) of the query rows q0.. and of the n cached
+// rows from k0, zero past the ends (rows, width), so that padding adds nothing to the dots.
+fn flash_load(c: u32, q0: u32, rows: u32, k0: u32, n: u32, j: u32) -> Slice {
     let cw4 = (p.lora + p.rope) / 4u;
     let l4 = p.lora / 4u;
     let qw = p.nope + p.rope;
-    for (var idx = j; idx < FQ * FD4; idx += FWG) {
-        let r = idx / FD4;
+    var s: Slice;
+    for (var u = 0u; u < FSQ; u++) {
+        let idx = j + u * FWG;
+        let row = q0 + idx / FD4;
         let cc = c * FD4 + idx % FD4;
-        let row = q0 + r;
-        var v = vec4<f32>(0.0);
         if row < rows && cc < l4 {
-            v = src4[row * l4 + cc];
+            s.q[u] = src4[row * l4 + cc];
         } else if row < rows && cc < cw4 {
             // The rope part of the query (offset nope, which need not be a multiple of 4).
             let b = row * qw + p.nope + 4u * (cc - l4);
-            v = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+            s.q[u] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
         }
-        fq[r * FPAD4 + idx % FD4] = v;
     }
-    for (var idx = j; idx < FK * FD4; idx += FWG) {
+    for (var u = 0u; u < FSK; u++) {
+        let idx = j + u * FWG;
         let k = idx / FD4;
         let cc = c * FD4 + idx % FD4;
-        var v = vec4<f32>(0.0);
         if k < n && cc < cw4 {
-            v = cache4[(k0 + k) * cw4 + cc];
+            s.k[u] = cache4[(k0 + k) * cw4 + cc];
         }
-        fk[k * FPAD4 + idx % FD4] = v;
+    }
+    return s;
+}
+
+fn flash_put(s: Slice, j: u32) {
+    for (var u = 0u; u < FSQ; u++) {
+        let idx = j + u * FWG;
+        fq[(idx / FD4) * FPAD4 + idx % FD4] = s.q[u];
+    }
+    for (var u = 0u; u < FSK; u++) {
+        let idx = j + u * FWG;
+        fk[(idx / FD4) * FPAD4 + idx % FD4] = s.k[u];
     }
 }
 
@@ -321,9 +339,14 @@ fn flash_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32) {
     let kb = (w / 4u) * 32u + lane / 4u;
     var acc: array<f32, 8>;
     let chunks = ((p.lora + p.rope) / 4u + FD4 - 1u) / FD4;
+    // Slice c + 1 is loaded while slice c is multiplied.
+    var next = flash_load(0u, q0, rows, k0, n, j);
     for (var c = 0u; c < chunks; c++) {
-        flash_stage(c, q0, rows, k0, n, j);
+        flash_put(next, j);
         workgroupBarrier();
+        if c + 1u < chunks {
+            next = flash_load(c + 1u, q0, rows, k0, n, j);
+        }
         for (var d = 0u; d < FD4; d++) {
             let qa = fq[ra * FPAD4 + d];
             let qb = fq[(ra + 1u) * FPAD4 + d];
