@@ -2,7 +2,10 @@
 // mla_append normalises the new latents into the cache; mla_attend scores one (token, head)
 // pair against one split of CH cached positions and keeps an unnormalised partial (max, sum,
 // Σ p·c); mla_combine merges the splits. Splitting over the cache length keeps every SM busy
-// in a long-context decode, where there is only one token and a few heads.
+// in a long-context decode, where there is only one token and a few heads. A prompt's
+// attention runs in mla_flash instead: a tile of query rows against a tile of staged cached
+// rows at a time, with an online softmax (flash attention), so that each cached row is read
+// once per tile of queries rather than once per token and head group.
 
 struct Params {
     heads: u32,
@@ -14,6 +17,8 @@ struct Params {
     nsplit: u32,
     scale: f32,
     eps: f32,
+    // Cached positions per split of mla_flash (a multiple of FK).
+    span: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -23,12 +28,15 @@ struct Params {
 @group(0) @binding(4) var<uniform> p: Params;
 // The cache again, as vec4s, for mla_attend (which only reads it).
 @group(0) @binding(5) var<storage, read> cache4: array<vec4<f32>>;
+// q_abs as vec4s, for mla_flash.
+@group(0) @binding(6) var<storage, read> src4: array<vec4<f32>>;
 
 const WG: u32 = 128u;
 const CH: u32 = 128u;
 
 // Heads per mla_attend workgroup: 1, 2, 4 or 8 (MAXH), dividing the head count (the host's
-// choice: 8 for prompts, whose attention reads the cache once per token and head group).
+// choice: more where there are enough splits to fill the GPU, since the workgroup reads its
+// cached rows once for all its heads).
 override HG: u32 = 1u;
 const MAXH: u32 = 8u;
 
@@ -231,5 +239,272 @@ fn mla_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
         cache[pair * p.lora + c] = acc / total;
+    }
+}
+
+// mla_flash: FQ query rows (consecutive (token, head) pairs, pair = token · heads + head)
+// against the cached positions of one split, FK at a time. Each step stages the FK cached rows
+// and the FQ query rows FD4 vec4s of the width at a time (coalesced loads, read once for the
+// whole tile, the next slice loaded while this one is multiplied), scores them from workgroup memory, updates each row's running max and sum
+// (online softmax), and adds P · V, V being the first lora values of the same cached rows, read
+// from memory in coalesced vec4s. Workgroup memory: about 28 KiB.
+const FQ: u32 = 32u;
+const FK: u32 = 64u;
+const FD4: u32 = 16u;
+// Row stride of the staged slices in vec4s: one more than FD4 puts the rows a thread group
+// reads together in different banks.
+const FPAD4: u32 = 17u;
+const FWG: u32 = 256u;
+// Rows (of FQ) whose output one thread accumulates in the P · V product.
+const FROWS: u32 = FQ * 128u / FWG;
+// A masked score (no real score is this low).
+const NEG: f32 = -3.4028235e38;
+
+// The staged cached rows; after the scores, the step's probabilities P[k][r] (FK · FQ values
+// as FK · FQ / 4 vec4s), which the P · V product reads four rows at a time.
+var<workgroup> fk: array<vec4<f32>, FK * FPAD4>;
+var<workgroup> fq: array<vec4<f32>, FQ * FPAD4>;
+// Per-segment maxima and sums of the softmax step, FWG each.
+var<workgroup> fred: array<f32, 2u * FWG>;
+// Each row's running max and sum, and the step's rescale of its earlier output.
+var<workgroup> fm: array<f32, FQ>;
+var<workgroup> fl: array<f32, FQ>;
+var<workgroup> fa: array<f32, FQ>;
+
+// P[k][r] in fk.
+fn p_at(k: u32, r: u32) -> f32 {
+    return fk[k * (FQ / 4u) + r / 4u][r % 4u];
+}
+
+fn set_p(k: u32, r: u32, v: f32) {
+    fk[k * (FQ / 4u) + r / 4u][r % 4u] = v;
+}
+
+// A thread's share of one staged slice: FQ · FD4 / FWG query vec4s and FK · FD4 / FWG cached.
+const FSQ: u32 = FQ * FD4 / FWG;
+const FSK: u32 = FK * FD4 / FWG;
+struct Slice {
+    q: array<vec4<f32>, FSQ>,
+    k: array<vec4<f32>, FSK>,
+}
+
+// This thread's share of slice c (vec4s c · FD4..) of the query rows q0.. and of the n cached
+// rows from k0, zero past the ends (rows, width), so that padding adds nothing to the dots.
+fn flash_load(c: u32, q0: u32, rows: u32, k0: u32, n: u32, j: u32) -> Slice {
+    let cw4 = (p.lora + p.rope) / 4u;
+    let l4 = p.lora / 4u;
+    let qw = p.nope + p.rope;
+    var s: Slice;
+    for (var u = 0u; u < FSQ; u++) {
+        let idx = j + u * FWG;
+        let row = q0 + idx / FD4;
+        let cc = c * FD4 + idx % FD4;
+        if row < rows && cc < l4 {
+            s.q[u] = src4[row * l4 + cc];
+        } else if row < rows && cc < cw4 {
+            // The rope part of the query (offset nope, which need not be a multiple of 4).
+            let b = row * qw + p.nope + 4u * (cc - l4);
+            s.q[u] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+        }
+    }
+    for (var u = 0u; u < FSK; u++) {
+        let idx = j + u * FWG;
+        let k = idx / FD4;
+        let cc = c * FD4 + idx % FD4;
+        if k < n && cc < cw4 {
+            s.k[u] = cache4[(k0 + k) * cw4 + cc];
+        }
+    }
+    return s;
+}
+
+fn flash_put(s: Slice, j: u32) {
+    for (var u = 0u; u < FSQ; u++) {
+        let idx = j + u * FWG;
+        fq[(idx / FD4) * FPAD4 + idx % FD4] = s.q[u];
+    }
+    for (var u = 0u; u < FSK; u++) {
+        let idx = j + u * FWG;
+        fk[(idx / FD4) * FPAD4 + idx % FD4] = s.k[u];
+    }
+}
+
+// The step's scores: a warp covers 8 rows × 32 positions, a thread 2 rows × 4 positions
+// (positions 8 apart), so a slice's loads are shared by many products. Scores of masked
+// pairs (past a row's token, past the step, past the rows) are NEG; they land in P.
+fn flash_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32) {
+    let w = j / 32u;
+    let lane = j % 32u;
+    let ra = (w % 4u) * 8u + (lane % 4u) * 2u;
+    let kb = (w / 4u) * 32u + lane / 4u;
+    var acc: array<f32, 8>;
+    let chunks = ((p.lora + p.rope) / 4u + FD4 - 1u) / FD4;
+    // Slice c + 1 is loaded while slice c is multiplied.
+    var next = flash_load(0u, q0, rows, k0, n, j);
+    for (var c = 0u; c < chunks; c++) {
+        flash_put(next, j);
+        workgroupBarrier();
+        if c + 1u < chunks {
+            next = flash_load(c + 1u, q0, rows, k0, n, j);
+        }
+        for (var d = 0u; d < FD4; d++) {
+            let qa = fq[ra * FPAD4 + d];
+            let qb = fq[(ra + 1u) * FPAD4 + d];
+            for (var i = 0u; i < 4u; i++) {
+                let kv = fk[(kb + 8u * i) * FPAD4 + d];
+                acc[2u * i] += dot(qa, kv);
+                acc[2u * i + 1u] += dot(qb, kv);
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let k = kb + 8u * i;
+        for (var a = 0u; a < 2u; a++) {
+            let row = q0 + ra + a;
+            // Row `row` is token row / heads, at position pos + row / heads.
+            let seen = row < rows && k < n && k0 + k <= p.pos + row / p.heads;
+            set_p(k, ra + a, select(NEG, acc[2u * i + a] * p.scale, seen));
+        }
+    }
+}
+
+// Turns the step's scores in P into probabilities against each row's running max, and
+// updates the rows' max and sum (fm, fl) and the rescale of their earlier output (fa). A
+// thread takes one row's scores at 8 positions; FWG / FQ = 8 threads share a row.
+fn flash_softmax(j: u32) {
+    let r = j % FQ;
+    let seg = j / FQ;
+    let per = FK / (FWG / FQ);
+    var mx = NEG;
+    for (var u = 0u; u < per; u++) {
+        mx = max(mx, p_at(seg * per + u, r));
+    }
+    fred[j] = mx;
+    workgroupBarrier();
+    var m = fm[r];
+    for (var s = 0u; s < FWG / FQ; s++) {
+        m = max(m, fred[s * FQ + r]);
+    }
+    var sum = 0.0;
+    for (var u = 0u; u < per; u++) {
+        let k = seg * per + u;
+        let s = p_at(k, r);
+        // A row with nothing seen yet keeps m = NEG, where exp(s - m) would be 1.
+        let e = select(0.0, exp(s - m), s > NEG);
+        set_p(k, r, e);
+        sum += e;
+    }
+    fred[FWG + j] = sum;
+    workgroupBarrier();
+    if seg == 0u {
+        var l = 0.0;
+        for (var s = 0u; s < FWG / FQ; s++) {
+            l += fred[FWG + s * FQ + r];
+        }
+        let a = exp(fm[r] - m);
+        fa[r] = a;
+        fl[r] = fl[r] * a + l;
+        fm[r] = m;
+    }
+    workgroupBarrier();
+}
+
+// q = the queries [t, heads, nope + rope] (for the rope part), src4 = q_abs [t * heads, lora]
+// as vec4s, cache4 = the cache. Workgroup (row tile, split) serves rows FQ · tile.. against
+// the split's positions split · span.. (as far as its last row sees). Output: with one split,
+// o_lat [t * heads, lora] itself (normalised) in `part`; else the partials of mla_attend.
+// In P · V a thread owns a vec4 column group cg of lora and FROWS rows (128 column groups, so
+// lora ≤ 512; the host checks).
+@compute @workgroup_size(256)
+fn mla_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
+    let lin = lin_id(wid, nwg);
+    let split = lin % p.nsplit;
+    let q0 = (lin / p.nsplit) * FQ;
+    let rows = p.t * p.heads;
+    if q0 >= rows {
+        return;
+    }
+    let last = min(q0 + FQ, rows) - 1u;
+    let lo = split * p.span;
+    let hi = min(lo + p.span, p.pos + last / p.heads + 1u);
+    let l4 = p.lora / 4u;
+    let cg = j % 128u;
+    let r0 = (j / 128u) * FROWS;
+    if j < FQ {
+        fm[j] = NEG;
+        fl[j] = 0.0;
+    }
+    var o: array<vec4<f32>, FROWS>;
+    for (var k0 = lo; k0 < hi; k0 += FK) {
+        let n = min(FK, hi - k0);
+        flash_scores(q0, rows, k0, n, j);
+        workgroupBarrier();
+        flash_softmax(j);
+        if cg < l4 {
+            flash_pv(&o, k0, n, cg, r0);
+        }
+        // The next step's staging overwrites P.
+        workgroupBarrier();
+    }
+    flash_store(o, q0, rows, split, cg, r0, j);
+}
+
+// Rescales this thread's output rows (column group cg, rows r0..r0 + FROWS) by the step's fa and
+// adds P · V over the step's n cached rows from k0, loading four rows ahead of their products.
+// P is 0 past n, so the last group of four may re-read row n - 1 for nothing.
+fn flash_pv(o: ptr<function, array<vec4<f32>, FROWS>>, k0: u32, n: u32, cg: u32, r0: u32) {
+    let cw4 = (p.lora + p.rope) / 4u;
+    for (var i = 0u; i < FROWS; i++) {
+        (*o)[i] *= fa[r0 + i];
+    }
+    for (var k = 0u; k < n; k += 4u) {
+        var v: array<vec4<f32>, 4>;
+        for (var u = 0u; u < 4u; u++) {
+            v[u] = cache4[(k0 + min(k + u, n - 1u)) * cw4 + cg];
+        }
+        for (var u = 0u; u < 4u; u++) {
+            for (var i = 0u; i < FROWS / 4u; i++) {
+                let pv = fk[(k + u) * (FQ / 4u) + r0 / 4u + i];
+                (*o)[4u * i] += pv.x * v[u];
+                (*o)[4u * i + 1u] += pv.y * v[u];
+                (*o)[4u * i + 2u] += pv.z * v[u];
+                (*o)[4u * i + 3u] += pv.w * v[u];
+            }
+        }
+    }
+}
+
+fn flash_store(o: array<vec4<f32>, FROWS>, q0: u32, rows: u32, split: u32, cg: u32, r0: u32, j: u32) {
+    let stride = p.lora + 2u;
+    if p.nsplit == 1u {
+        for (var i = 0u; i < FROWS; i++) {
+            let row = q0 + r0 + i;
+            let l = fl[r0 + i];
+            if row < rows && 4u * cg < p.lora {
+                let v = o[i] * select(0.0, 1.0 / l, l > 0.0);
+                let b = row * p.lora + 4u * cg;
+                part[b] = v.x;
+                part[b + 1u] = v.y;
+                part[b + 2u] = v.z;
+                part[b + 3u] = v.w;
+            }
+        }
+        return;
+    }
+    for (var i = 0u; i < FROWS; i++) {
+        let row = q0 + r0 + i;
+        if row < rows && 4u * cg < p.lora {
+            let b = (row * p.nsplit + split) * stride + 2u + 4u * cg;
+            part[b] = o[i].x;
+            part[b + 1u] = o[i].y;
+            part[b + 2u] = o[i].z;
+            part[b + 3u] = o[i].w;
+        }
+    }
+    if j < FQ && q0 + j < rows {
+        let b = ((q0 + j) * p.nsplit + split) * stride;
+        part[b] = fm[j];
+        part[b + 1u] = fl[j];
     }
 }

@@ -848,29 +848,43 @@ impl MlaCase {
     }
 }
 
-/// A prompt's attention serves several heads per workgroup where the head count allows (8 of
-/// 8, 2 of 6); its decode steps one each.
+/// A prompt's attention (mla_flash) in tiles of 32 query rows: one token of 32 heads at the
+/// model's cached width, or rows straddling tokens of 6 heads; in one split, whose output the
+/// kernel writes itself, or several (a short prompt deep in the context). Decode steps
+/// between, one deep enough that a workgroup of mla_attend serves 8 heads. The cache rows the calls skip stay zero on both backends.
 #[test]
-fn mla_prompt_with_head_groups() {
+fn mla_flash_prompts_and_deep_decode() {
     let (g, c) = (gpu(), cpu());
     let mut r = Rng(19);
-    for heads in [8, 6] {
-        let dm = MlaDims {
-            heads,
-            ..mla_dims()
-        };
+    let dims = |heads, kv_lora, nope, rope| MlaDims {
+        heads,
+        kv_lora,
+        nope,
+        rope,
+        v_dim: 16,
+        norm_eps: 1e-6,
+    };
+    // (dims, the calls' (pos, t)).
+    let cases: [(MlaDims, &[(usize, usize)]); 3] = [
+        (
+            dims(32, 512, 20, 64),
+            &[(0, 50), (50, 37), (87, 1), (600, 5), (605, 1)],
+        ),
+        (dims(6, 48, 24, 8), &[(0, 50), (50, 300)]),
+        (dims(8, 48, 24, 8), &[(32760, 2), (32762, 1)]),
+    ];
+    for (dm, spans) in cases {
         let qw = dm.heads * (dm.nope + dm.rope);
         let case = MlaCase::new(GgmlType::F32, dm, &mut r);
-        let mut calls = Vec::new();
-        let mut pos = 0;
-        for t in [300, 1] {
-            calls.push((pos, r.vec(t * qw, 1.0), r.vec(t * dm.cache_width(), 2.0)));
-            pos += t;
-        }
+        let calls: Vec<_> = spans
+            .iter()
+            .map(|&(pos, t)| (pos, r.vec(t * qw, 1.0), r.vec(t * dm.cache_width(), 2.0)))
+            .collect();
+        let cap = spans.iter().map(|&(pos, t)| pos + t).max().unwrap();
         assert_close(
-            &format!("mla {heads} heads"),
-            &case.run(&g, dm, pos, &calls),
-            &case.run(&c, dm, pos, &calls),
+            &format!("mla {} heads, lora {}", dm.heads, dm.kv_lora),
+            &case.run(&g, dm, cap, &calls),
+            &case.run(&c, dm, cap, &calls),
             F32_NMSE,
         );
     }

@@ -1,6 +1,7 @@
 //! Dispatch math of the absorbed MLA (`shaders/mla.wgsl`): append the normalised latents,
-//! q_abs = W_UK(h)ᵀ q_nope per head, attention split over the cache length, merge, and
-//! o = W_UV(h) o_lat per head. Five dispatches, independent of the context length.
+//! q_abs = W_UK(h)ᵀ q_nope per head, attention split over the cache length and merged (a
+//! prompt's in tiles of queries, flash-attention style, split only where the GPU would idle),
+//! and o = W_UV(h) o_lat per head. At most five dispatches, independent of the context length.
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -15,7 +16,8 @@ const CH: usize = 128;
 const MAX_CACHE_WIDTH: usize = 640;
 /// Most heads one attention workgroup serves (MAXH in the shader).
 const MAX_HEAD_GROUP: usize = 8;
-/// Attention workgroups worth keeping a large GPU busy with: below this, each serves one head.
+/// Attention workgroups worth keeping a large GPU busy with: below this, a decoded token's
+/// serve one head each, and a prompt's split the cache length further.
 const BUSY_ATTENTION_WORKGROUPS: usize = 256;
 
 /// Heads per attention workgroup (HG in the shader) for `t` tokens of `heads` heads over
@@ -32,9 +34,51 @@ fn head_group(heads: usize, t: usize, nsplit: usize) -> usize {
 }
 /// Largest buffer of attention partials one dispatch writes.
 const MAX_PARTIALS_BYTES: usize = 256 << 20;
+/// Query rows per `mla_flash` workgroup (FQ in the shader).
+const FLASH_ROWS: usize = 32;
+/// Cached positions per `mla_flash` step (FK in the shader).
+const FLASH_STEP: usize = 64;
+/// Widest latent `mla_flash` covers: a thread per vec4 column, 128 of them.
+const FLASH_MAX_LORA: usize = 512;
+
+/// How one call's attention runs.
+#[derive(Clone, Copy)]
+struct AttendPlan {
+    /// On `mla_flash` (a prompt) rather than `mla_attend` (a decoded token).
+    flash: bool,
+    /// Splits of the cache length, whose partials `mla_combine` merges (none for one split
+    /// of `mla_flash`, which writes its output itself).
+    nsplit: usize,
+    /// Cached positions per split.
+    span: usize,
+}
+
+/// The plan for `t` tokens at positions `pos..`: a decoded token on `mla_attend` over
+/// splits of CH positions; a prompt on `mla_flash`, which reads each cached row once per
+/// tile of query rows, split over the cache length only as far as needed to fill the GPU
+/// (a short prompt deep in the context).
+fn attend_plan(dims: MlaDims, pos: usize, t: usize) -> AttendPlan {
+    let ctx = pos + t;
+    if t < 2 || dims.kv_lora > FLASH_MAX_LORA {
+        return AttendPlan {
+            flash: false,
+            nsplit: ctx.div_ceil(CH),
+            span: CH,
+        };
+    }
+    let tiles = (t * dims.heads).div_ceil(FLASH_ROWS);
+    let steps = ctx.div_ceil(FLASH_STEP);
+    let want = BUSY_ATTENTION_WORKGROUPS.div_ceil(tiles).clamp(1, steps);
+    let span = steps.div_ceil(want) * FLASH_STEP;
+    AttendPlan {
+        flash: true,
+        nsplit: ctx.div_ceil(span),
+        span,
+    }
+}
 
 /// The uniform parameters the MLA kernels share.
-fn mla_params(dims: MlaDims, pos: usize, t: usize, nsplit: usize) -> [u32; 9] {
+fn mla_params(dims: MlaDims, pos: usize, t: usize, plan: AttendPlan) -> [u32; 10] {
     let qw = dims.nope + dims.rope;
     [
         dims.heads as u32,
@@ -43,9 +87,10 @@ fn mla_params(dims: MlaDims, pos: usize, t: usize, nsplit: usize) -> [u32; 9] {
         dims.nope as u32,
         pos as u32,
         t as u32,
-        nsplit as u32,
+        plan.nsplit as u32,
         f(1.0 / (qw as f32).sqrt()),
         f(dims.norm_eps),
+        plan.span as u32,
     ]
 }
 
@@ -135,22 +180,22 @@ impl WgpuBackend {
         if t == 0 {
             return Ok(());
         }
-        let nsplit = (pos + t).div_ceil(CH);
+        let plan = attend_plan(dims, pos, t);
         let norm = self.values(&w.kv_norm)?;
         self.run(
             KernelKey::plain(Kernel::MlaAppend),
             &[&norm, &kv.buf, &cache.buf],
-            &mla_params(dims, pos, t, nsplit),
+            &mla_params(dims, pos, t, plan),
             t,
         )?;
 
         // The attention partials hold (kv_lora + 2) values per row, head and split of the
         // cache: a long prompt deep in the context attends a slice of rows at a time.
-        let per_row = h * nsplit * (l + 2) * 4;
+        let per_row = h * plan.nsplit * (l + 2) * 4;
         let cap = MAX_PARTIALS_BYTES.min(self.binding_cap() as usize);
         let rows = (cap / per_row).clamp(1, t);
         if rows == t {
-            return self.mla_attend_rows(q, w, cache, pos, t, nsplit, dims, out);
+            return self.mla_attend_rows(q, w, cache, pos, t, plan, dims, out);
         }
         let (mut q_rows, out_rows) = (
             self.scratch(rows * h * qw)?,
@@ -159,7 +204,7 @@ impl WgpuBackend {
         for i0 in (0..t).step_by(rows) {
             let n = rows.min(t - i0);
             self.copy(q, i0 * h * qw, &mut q_rows, 0, n * h * qw)?;
-            self.mla_attend_rows(&q_rows, w, cache, pos + i0, n, nsplit, dims, &out_rows)?;
+            self.mla_attend_rows(&q_rows, w, cache, pos + i0, n, plan, dims, &out_rows)?;
             let vw = h * dims.v_dim;
             self.copy(&out_rows, 0, out, i0 * vw, n * vw)?;
         }
@@ -167,7 +212,8 @@ impl WgpuBackend {
     }
 
     /// Attention of the `t` query rows of `q` at positions `pos..pos + t` over the cache (whose
-    /// latents are already appended) into `out`.
+    /// latents are already appended) into `out`, as `plan` says (made for these rows or for a
+    /// longer call they are a slice of).
     #[allow(clippy::too_many_arguments)]
     fn mla_attend_rows(
         &self,
@@ -176,13 +222,13 @@ impl WgpuBackend {
         cache: &WgpuBuf,
         pos: usize,
         t: usize,
-        nsplit: usize,
+        plan: AttendPlan,
         dims: MlaDims,
         out: &WgpuBuf,
     ) -> Result<()> {
         let (h, l) = (dims.heads, dims.kv_lora);
         let qw = dims.nope + dims.rope;
-        let params = mla_params(dims, pos, t, nsplit);
+        let params = mla_params(dims, pos, t, plan);
         let q_abs = self.scratch(t * h * l)?;
         // Both per-head products pair the same tokens with the same heads.
         let groups = self.head_groups(h, t);
@@ -201,24 +247,8 @@ impl WgpuBackend {
             &q_abs.buf,
         )?;
 
-        let part = self.scratch(t * h * nsplit * (l + 2))?;
-        let hg = head_group(h, t, nsplit);
-        self.run(
-            KernelKey {
-                spec: hg as u64,
-                ..KernelKey::plain(Kernel::MlaAttend)
-            },
-            &[&q.buf, &q_abs.buf, &cache.buf, &part.buf],
-            &params,
-            t * h / hg * nsplit,
-        )?;
         let o_lat = self.scratch(t * h * l)?;
-        self.run(
-            KernelKey::plain(Kernel::MlaCombine),
-            &[&o_lat.buf, &part.buf],
-            &params,
-            t * h,
-        )?;
+        self.attend(q, &q_abs, cache, t, dims, plan, &params, &o_lat)?;
 
         self.head_products(
             &w.v_b,
@@ -233,6 +263,47 @@ impl WgpuBackend {
             groups.as_ref(),
             &o_lat.buf,
             &out.buf,
+        )
+    }
+
+    /// The attention proper: the query rows `q` (their rope part) and `q_abs` of `t` tokens
+    /// against the cache, into `o_lat` [t · heads, kv_lora].
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: &WgpuBuf,
+        q_abs: &WgpuBuf,
+        cache: &WgpuBuf,
+        t: usize,
+        dims: MlaDims,
+        plan: AttendPlan,
+        params: &[u32],
+        o_lat: &WgpuBuf,
+    ) -> Result<()> {
+        let (heads, l) = (dims.heads, dims.kv_lora);
+        let flash = KernelKey::plain(Kernel::MlaFlash);
+        let tiles = (t * heads).div_ceil(FLASH_ROWS);
+        if plan.flash && plan.nsplit == 1 {
+            let bufs = [&q.buf, &q_abs.buf, &cache.buf, &o_lat.buf];
+            return self.run(flash, &bufs, params, tiles);
+        }
+        let part = self.scratch(t * heads * plan.nsplit * (l + 2))?;
+        let bufs = [&q.buf, &q_abs.buf, &cache.buf, &part.buf];
+        if plan.flash {
+            self.run(flash, &bufs, params, tiles * plan.nsplit)?;
+        } else {
+            let hg = head_group(heads, t, plan.nsplit);
+            let key = KernelKey {
+                spec: hg as u64,
+                ..KernelKey::plain(Kernel::MlaAttend)
+            };
+            self.run(key, &bufs, params, t * heads / hg * plan.nsplit)?;
+        }
+        self.run(
+            KernelKey::plain(Kernel::MlaCombine),
+            &[&o_lat.buf, &part.buf],
+            params,
+            t * heads,
         )
     }
 }
