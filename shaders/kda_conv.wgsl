@@ -1,6 +1,8 @@
 // Causal depthwise convolution + SiLU with a carried state of the q, k and v streams in one
-// dispatch: one thread per channel of the 3 × width channels, walking the tokens in order (the
-// window lives in registers). WGSL cannot index bindings, so the accessors switch on the stream.
+// dispatch: one thread per channel of the 3 × width channels and block of TB tokens (a token's
+// output needs only the KW - 1 inputs before it, so a prompt's blocks are independent and its
+// tokens need not be walked in order by one thread). WGSL cannot index bindings, so the
+// accessors switch on the stream.
 
 struct Params {
     width: u32,
@@ -27,7 +29,7 @@ struct Params {
 // registers, and every load of a batch is issued before the first store.
 override KW: u32 = 4u;
 const MAX_KW: u32 = 8u;
-// Tokens whose inputs are loaded together.
+// Tokens per thread.
 const TB: u32 = 8u;
 
 fn x_at(s: u32, i: u32) -> f32 {
@@ -70,45 +72,60 @@ fn set_y(s: u32, i: u32, v: f32) {
     }
 }
 
+// The input of token i of stream s, channel c: for i < 0 (as i + KW - 1 < KW - 1) the carried
+// state, whose KW - 1 rows are the inputs before the call's first token, oldest first.
+fn input_at(s: u32, c: u32, i_plus: u32) -> f32 {
+    if i_plus < KW - 1u {
+        return state_at(s, i_plus * p.width + c);
+    }
+    return x_at(s, (i_plus - (KW - 1u)) * p.width + c);
+}
+
 @compute @workgroup_size(64)
 fn short_conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let sc = gid.x + gid.y * nwg.x * 64u;
-    if sc >= 3u * p.width {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let blocks = (p.t + TB - 1u) / TB;
+    if id >= 3u * p.width * blocks {
         return;
     }
+    let sc = id % (3u * p.width);
+    let i0 = (id / (3u * p.width)) * TB;
     let s = sc / p.width;
     let c = sc % p.width;
-    // The last KW inputs, oldest first: the state's KW - 1, then the current token's.
-    var win: array<f32, MAX_KW>;
     var w: array<f32, MAX_KW>;
     for (var j = 0u; j < KW; j++) {
         w[j] = tap(s, c * KW + j);
     }
-    for (var j = 0u; j + 1u < KW; j++) {
-        win[j] = state_at(s, j * p.width + c);
-    }
-    for (var i0 = 0u; i0 < p.t; i0 += TB) {
-        var xs: array<f32, TB>;
-        for (var u = 0u; u < TB; u++) {
-            if i0 + u < p.t {
-                xs[u] = x_at(s, (i0 + u) * p.width + c);
-            }
-        }
-        for (var u = 0u; u < TB; u++) {
-            if i0 + u < p.t {
-                win[KW - 1u] = xs[u];
-                var acc = 0.0;
-                for (var j = 0u; j < KW; j++) {
-                    acc += w[j] * win[j];
-                }
-                set_y(s, (i0 + u) * p.width + c, acc / (1.0 + exp(-acc)));
-                for (var j = 0u; j + 1u < KW; j++) {
-                    win[j] = win[j + 1u];
-                }
-            }
+    // The block's inputs with the KW - 1 before them, all loaded before the first product:
+    // xs[u] is token i0 + u - (KW - 1).
+    var xs: array<f32, TB + MAX_KW - 1u>;
+    for (var u = 0u; u < TB + KW - 1u; u++) {
+        if i0 + u < p.t + KW - 1u {
+            xs[u] = input_at(s, c, i0 + u);
         }
     }
-    for (var j = 0u; j + 1u < KW; j++) {
-        set_state(s, j * p.width + c, win[j]);
+    for (var u = 0u; u < TB; u++) {
+        if i0 + u < p.t {
+            var acc = 0.0;
+            for (var j = 0u; j < KW; j++) {
+                acc += w[j] * xs[u + j];
+            }
+            set_y(s, (i0 + u) * p.width + c, acc / (1.0 + exp(-acc)));
+        }
+    }
+    // The new state is the last KW - 1 inputs. Only the first block's thread reads the old
+    // state, so it alone writes the new one (after its reads): from its registers where the
+    // call is shorter than the state, else from the call's last inputs.
+    if i0 == 0u {
+        for (var j = 0u; j + 1u < KW; j++) {
+            let i_plus = p.t + j;
+            var v = 0.0;
+            if i_plus < TB + KW - 1u {
+                v = xs[i_plus];
+            } else {
+                v = x_at(s, (i_plus - (KW - 1u)) * p.width + c);
+            }
+            set_state(s, j * p.width + c, v);
+        }
     }
 }

@@ -1324,8 +1324,9 @@ fn moe_routing_ties_and_expert_counts_with_and_without_subgroups() {
     }
 }
 
-/// The short convolution for every tap count the kernel takes, over token runs that cross its
-/// batches of 8 loaded inputs, the state carried across calls.
+/// The short convolution for every tap count the kernel takes, over token runs of one block of
+/// 8 tokens per thread, part of one, and several (their windows reaching into the block
+/// before), runs shorter than the state, the state carried across calls.
 #[test]
 fn short_conv_of_every_width() {
     let (g, c) = (gpu(), cpu());
@@ -1339,9 +1340,9 @@ fn short_conv_of_every_width() {
         let w: Vec<Tensor> = (0..3)
             .map(|_| Tensor::new("conv", GgmlType::F32, [kw, 1, ch, 1], &r.vec(kw * ch, 1.0)))
             .collect();
-        let x: Vec<Vec<f32>> = (0..3).map(|_| r.vec(27 * ch, 1.0)).collect();
+        let x: Vec<Vec<f32>> = (0..3).map(|_| r.vec(60 * ch, 1.0)).collect();
         let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec((kw - 1) * ch, 1.0)).collect();
-        let calls = [(0, 1), (1, 10), (10, 11), (11, 27)];
+        let calls = [(0, 1), (1, 10), (10, 11), (11, 13), (13, 27), (27, 60)];
         assert_close(
             &format!("short_conv kw={kw}"),
             &short_conv_in_calls(&g, &w, &x, &s0, dm, &calls),

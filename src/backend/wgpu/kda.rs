@@ -1,5 +1,5 @@
 //! Dispatch math of the KDA ops: the short convolutions (a thread per channel of the three
-//! streams), the gates (a thread per value), and the delta rule (a workgroup per 32 value
+//! streams and block of tokens), the gates (a thread per value), and the delta rule (a workgroup per 32 value
 //! columns of a head, `shaders/kda_scan.wgsl`).
 
 use super::kernels::{Kernel, KernelKey};
@@ -13,11 +13,14 @@ const MAX_HEAD_DIM: usize = 256;
 const SCAN_COLUMNS: usize = 32;
 /// Longest convolution the kernel's window array holds (MAX_KW).
 const MAX_CONV: usize = 8;
+/// Tokens per short-conv thread (TB in the shader).
+const CONV_TOKENS: usize = 8;
 /// Storage buffers the short conv binds: input, taps, state and output of three streams.
 const CONV_BINDINGS: u32 = 12;
 
 impl WgpuBackend {
-    /// The three streams' convolutions as one dispatch, a thread per channel of each.
+    /// The three streams' convolutions as one dispatch, a thread per channel of each and block
+    /// of CONV_TOKENS tokens.
     pub(super) fn short_conv_op(
         &self,
         x: [&WgpuBuf; 3],
@@ -62,7 +65,7 @@ impl WgpuBackend {
             key,
             &bufs,
             &[c as u32, t as u32, kw as u32, 0],
-            (3 * c).div_ceil(64),
+            (3 * c * t.div_ceil(CONV_TOKENS)).div_ceil(64),
         )
     }
 
