@@ -121,7 +121,13 @@ fn short_conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             let i_plus = p.t + j;
             var v = 0.0;
             if i_plus < TB + KW - 1u {
-                v = xs[i_plus];
+                // A constant index for each u keeps xs in registers (an index only known at
+                // run time would move the array to memory).
+                for (var u = 0u; u < TB + KW - 1u; u++) {
+                    if u == i_plus {
+                        v = xs[u];
+                    }
+                }
             } else {
                 v = x_at(s, (i_plus - (KW - 1u)) * p.width + c);
             }
