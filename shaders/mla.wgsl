@@ -245,9 +245,10 @@ fn mla_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // mla_flash: FQ query rows (consecutive (token, head) pairs, pair = token · heads + head)
 // against the cached positions of one split, FK at a time. Each step stages the FK cached rows
 // and the FQ query rows FD4 vec4s of the width at a time (coalesced loads, read once for the
-// whole tile, the next slice loaded while this one is multiplied), scores them from workgroup memory, updates each row's running max and sum
-// (online softmax), and adds P · V, V being the first lora values of the same cached rows, read
-// from memory in coalesced vec4s. Workgroup memory: about 28 KiB.
+// whole tile, the next slice loaded while this one is multiplied), scores them from workgroup
+// memory, updates each row's running max and sum (online softmax), and adds P · V, V being
+// the first lora values of the same cached rows, read from memory in coalesced vec4s.
+// Workgroup memory: about 28 KiB.
 const FQ: u32 = 32u;
 const FK: u32 = 64u;
 const FD4: u32 = 16u;
