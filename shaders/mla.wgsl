@@ -476,6 +476,8 @@ fn flash_pv(o: ptr<function, array<vec4<f32>, FROWS>>, k0: u32, n: u32, cg: u32,
     }
 }
 
+// Writes this thread's output rows: normalised into o_lat (in `part`) where the workgroup saw
+// the whole causal range (one split), else as mla_attend's partials for mla_combine.
 fn flash_store(o: array<vec4<f32>, FROWS>, q0: u32, rows: u32, split: u32, cg: u32, r0: u32, j: u32) {
     let stride = p.lora + 2u;
     if p.nsplit == 1u {
