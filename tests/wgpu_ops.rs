@@ -1153,6 +1153,8 @@ fn writes_zeroes_and_copies_keep_their_order() {
     );
 }
 
+/// Both ways of timing (timestamps around each dispatch in the shared pass, which lavapipe
+/// offers, and a pass per dispatch) see the same kernels and calls, and time them.
 #[test]
 fn profiler_times_kernels() {
     let g = gpu();
@@ -1160,20 +1162,28 @@ fn profiler_times_kernels() {
         assert!(g.set_profiling(true).is_err());
         return;
     }
-    g.set_profiling(true).unwrap();
     let mut r = Rng(11);
     let w = Tensor::new("w", GgmlType::Q4_K, [256, 8, 1, 1], &r.vec(256 * 8, 1.0));
     let x = r.vec(256, 1.0);
-    let _ = matmul_case(&g, &w, &x, 1);
-    let _ = matmul_case(&g, &w, &x, 1);
-    let report = g.profile().unwrap();
-    let mm = report
-        .iter()
-        .find(|k| k.name == "matvec Q4_K q8 256x8x1")
-        .unwrap_or_else(|| panic!("{report:?}"));
-    assert_eq!(mm.calls, 2);
-    assert!(mm.total_ms >= 0.0);
-    assert!(kiln::backend::wgpu::format_report(&report, 5).contains("matvec Q4_K"));
+    for per_pass in [false, true] {
+        if per_pass {
+            g.set_profiling_per_pass().unwrap();
+            assert!(!g.profiles_inside_passes());
+        } else {
+            g.set_profiling(true).unwrap();
+        }
+        let _ = matmul_case(&g, &w, &x, 1);
+        let _ = matmul_case(&g, &w, &x, 1);
+        let report = g.profile().unwrap();
+        let mm = report
+            .iter()
+            .find(|k| k.name == "matvec Q4_K q8 256x8x1")
+            .unwrap_or_else(|| panic!("per pass {per_pass}: {report:?}"));
+        assert_eq!(mm.calls, 2, "per pass {per_pass}");
+        assert!(mm.total_ms > 0.0, "per pass {per_pass}: {report:?}");
+        assert!(kiln::backend::wgpu::format_report(&report, 5).contains("matvec Q4_K"));
+    }
+    g.set_profiling(false).unwrap();
 }
 
 #[test]

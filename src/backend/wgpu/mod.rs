@@ -203,9 +203,25 @@ impl WgpuBackend {
         self.rec.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Times every kernel with timestamp queries from now on (or stops). Errors when the
-    /// adapter has no timestamp queries.
+    /// Times every kernel with timestamp queries from now on (or stops): inside the shared
+    /// compute pass where the device can (see `profile.rs`). Errors when the adapter has no
+    /// timestamp queries.
     pub fn set_profiling(&self, on: bool) -> Result<()> {
+        let inside = self
+            .ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        self.start_profiling(on, inside)
+    }
+
+    /// As [`Self::set_profiling`], every dispatch in a compute pass of its own, timed by the
+    /// pass's timestamps (what devices without timestamps inside passes get): for comparing the
+    /// two ways of timing.
+    pub fn set_profiling_per_pass(&self) -> Result<()> {
+        self.start_profiling(true, false)
+    }
+
+    fn start_profiling(&self, on: bool, inside: bool) -> Result<()> {
         if on && !self.ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(BackendError::Gpu(format!(
                 "{} offers no timestamp queries: cannot profile",
@@ -214,8 +230,13 @@ impl WgpuBackend {
         }
         let mut rec = self.rec();
         rec.flush(&self.ctx)?;
-        rec.profiler = on.then(|| profile::Profiler::new(&self.ctx.device));
+        rec.profiler = on.then(|| profile::Profiler::new(&self.ctx.device, inside));
         Ok(())
+    }
+
+    /// Whether profiling writes its timestamps inside the shared compute pass.
+    pub fn profiles_inside_passes(&self) -> bool {
+        self.rec().profiler.as_ref().is_some_and(|p| p.inside())
     }
 
     /// GPU time per kernel since profiling was switched on or reset, the largest first.
@@ -443,7 +464,15 @@ impl Backend for WgpuBackend {
     }
 
     fn profile_report(&self, top: usize) -> Result<String> {
-        Ok(profile::format_report(&self.profile()?, top))
+        let timing = if self.profiles_inside_passes() {
+            "timestamps around each dispatch in the shared pass (launch and barrier included)"
+        } else {
+            "a compute pass per dispatch (small kernels read high)"
+        };
+        Ok(format!(
+            "timing: {timing}\n{}",
+            profile::format_report(&self.profile()?, top)
+        ))
     }
 
     fn copy_bandwidth(&self) -> Result<Option<f64>> {

@@ -1,6 +1,11 @@
-//! GPU time per kernel from timestamp queries: every dispatch is its own compute pass, so the
-//! pass's begin/end timestamps time exactly one kernel. Enabled with
-//! [`super::WgpuBackend::set_profiling`]; costs a readback per submission while on.
+//! GPU time per kernel from timestamp queries. Where the device can write timestamps inside a
+//! compute pass, the dispatches keep sharing one pass as they do unprofiled, with a timestamp
+//! written before and after each: a kernel's time then includes the launch and the barrier it
+//! waits on, and the times add up to the stream's GPU time. Otherwise (or with
+//! [`super::WgpuBackend::set_profiling_per_pass`]) every dispatch is its own compute pass, whose
+//! begin/end timestamps time exactly one kernel but add a pass's overhead to each, which
+//! inflates small kernels. Enabled with [`super::WgpuBackend::set_profiling`]; costs a readback
+//! per submission while on.
 
 use std::collections::HashMap;
 
@@ -16,6 +21,8 @@ pub struct KernelTime {
 }
 
 pub struct Profiler {
+    /// Timestamps are written inside the shared pass, around each dispatch.
+    inside: bool,
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     read: wgpu::Buffer,
@@ -24,9 +31,10 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    pub fn new(device: &wgpu::Device) -> Profiler {
+    pub fn new(device: &wgpu::Device, inside: bool) -> Profiler {
         let bytes = 2 * CAPACITY as u64 * 8;
         Profiler {
+            inside,
             queries: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("kiln profiler"),
                 ty: wgpu::QueryType::Timestamp,
@@ -49,11 +57,17 @@ impl Profiler {
         }
     }
 
+    /// Whether the recorder writes the timestamps inside its shared pass (else each dispatch
+    /// gets a pass of its own, with the timestamps at its ends).
+    pub fn inside(&self) -> bool {
+        self.inside
+    }
+
     pub fn full(&self) -> bool {
         self.labels.len() as u32 >= CAPACITY
     }
 
-    /// The query set and the first of the two query indices for the next pass.
+    /// The query set and the first of the two query indices for the next dispatch.
     pub fn begin(&mut self, label: String) -> (wgpu::QuerySet, u32) {
         let i = 2 * self.labels.len() as u32;
         self.labels.push(label);

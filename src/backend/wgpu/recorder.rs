@@ -142,13 +142,18 @@ impl Recorder {
         } else {
             (max, groups.div_ceil(max))
         };
-        // The profiler times each dispatch with its own pass's timestamps.
-        let ts = self.profiler.as_mut().map(|p| p.begin(label()));
-        if ts.is_some() || self.pass.is_none() {
+        // The profiler times each dispatch with timestamps around it in the shared pass, or
+        // with its own pass's (profile.rs says when).
+        let ts = self
+            .profiler
+            .as_mut()
+            .map(|p| (p.begin(label()), p.inside()));
+        let own_pass = ts.as_ref().filter(|(_, inside)| !inside).map(|(t, _)| t);
+        if own_pass.is_some() || self.pass.is_none() {
             let enc = self.encoder(ctx);
             let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: ts.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                timestamp_writes: own_pass.map(|(qs, i)| wgpu::ComputePassTimestampWrites {
                     query_set: qs,
                     beginning_of_pass_write_index: Some(*i),
                     end_of_pass_write_index: Some(*i + 1),
@@ -157,9 +162,16 @@ impl Recorder {
             self.pass = Some(pass.forget_lifetime());
         }
         let pass = self.pass.as_mut().expect("a compute pass was just opened");
+        let around = ts.as_ref().filter(|(_, inside)| *inside).map(|(t, _)| t);
+        if let Some((qs, i)) = around {
+            pass.write_timestamp(qs, *i);
+        }
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(x, y, 1);
+        if let Some((qs, i)) = around {
+            pass.write_timestamp(qs, *i + 1);
+        }
         Ok(())
     }
 
