@@ -6,16 +6,12 @@
 #
 # Expects, in the repository root on that machine: carry/kiln and carry/kiln-convert (release
 # builds from here) and .gl/*.deb (libvulkan1 and the glvnd libraries, `apt-get download`ed
-# here), since the machine has the NVIDIA driver's Vulkan ICD but no loader. Writes to $OUT.
+# here), since the machine has the NVIDIA driver's Vulkan ICD but no loader; the binaries may be
+# carried xz-compressed (scripts/device_setup.sh unpacks them). Writes to $OUT.
 set -e
 OUT=${OUT:-/tmp/kiln-bench}
 mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-M=/tmp/k48.gguf
-[ -f $M ] || ./carry/kiln-convert synth --model kimi-linear-48b-a3b --models models.toml --type q4_k --pure \
-     --tensor-type 'ssm_f_b|ssm_g_b|attn_k_b=q8_0' --quiet -o $M
+source scripts/device_setup.sh
 nvidia-smi --query-gpu=memory.used --format=csv,noheader -lms 250 > "$OUT/vram.log" &
 SMI=$!
 ./carry/kiln bench -m $M --backend wgpu -p 512 -n 128 -d 0,8192 | tee "$OUT/bench.txt"
