@@ -141,7 +141,8 @@ pub struct Context {
     /// least 8 lanes (the scan's column groups), and `KILN_NO_SUBGROUPS` is not set (else they
     /// reduce through workgroup memory).
     pub subgroups: bool,
-    /// Validation and out-of-memory errors nobody captured in a scope; drained by [`Context::check`].
+    /// Validation and out-of-memory errors nobody captured in a scope; drained by
+    /// [`Context::check`].
     errors: Arc<Mutex<Vec<String>>>,
 }
 

@@ -1,6 +1,6 @@
 //! Dispatch math of the KDA ops: the short convolutions (a thread per channel of the three
-//! streams and block of tokens), the gates (a thread per value), and the delta rule (a workgroup per 32 value
-//! columns of a head, `shaders/kda_scan.wgsl`).
+//! streams and block of tokens), the gates (a thread per value), and the delta rule (a
+//! workgroup per 32 value columns of a head, `shaders/kda_scan.wgsl`).
 
 use super::kernels::{Kernel, KernelKey};
 use super::{

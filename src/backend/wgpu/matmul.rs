@@ -256,11 +256,11 @@ impl WgpuBackend {
     /// fill the GPU (the MoE router: 256 rows make a 512-token prompt 32 tiles, on an H100's
     /// 132 SMs), split over slices of the row's values (`split`: values per slice, slices):
     /// `matmul_split` writes one partial product per slice and tile, tiles × slices workgroups,
-    /// into a scratch buffer of slices × t × rows values (under 2 · BUSY_WORKGROUPS tiles' worth,
-    /// 16 MiB; 7.5 MiB for the router at 512 tokens), and `sum_slices` adds them into `out` in
-    /// slice order, for one more launch. Smaller tiles would not do: a 4 × 4-output thread over
-    /// 256 × 512 outputs is 8192 threads whatever the tile, and fewer outputs per thread make
-    /// the tile loop bound by workgroup-memory reads.
+    /// into a scratch buffer of slices × t × rows values (under 2 · BUSY_WORKGROUPS tiles'
+    /// worth, 16 MiB; 7.5 MiB for the router at 512 tokens), and `sum_slices` adds them into
+    /// `out` in slice order, for one more launch. Smaller tiles would not do: a 4 × 4-output
+    /// thread over 256 × 512 outputs is 8192 threads whatever the tile, and fewer outputs per
+    /// thread make the tile loop bound by workgroup-memory reads.
     fn matmul_split(
         &self,
         w: &WgpuWeight<'_>,
