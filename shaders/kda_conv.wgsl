@@ -129,7 +129,7 @@ fn short_conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
                     }
                 }
             } else {
-                v = x_at(s, (i_plus - (KW - 1u)) * p.width + c);
+                v = input_at(s, c, i_plus);
             }
             set_state(s, j * p.width + c, v);
         }
