@@ -148,7 +148,11 @@ impl Recorder {
             .profiler
             .as_mut()
             .map(|p| (p.begin(label()), p.inside()));
-        let own_pass = ts.as_ref().filter(|(_, inside)| !inside).map(|(t, _)| t);
+        let (own_pass, around) = match &ts {
+            Some((t, false)) => (Some(t), None),
+            Some((t, true)) => (None, Some(t)),
+            None => (None, None),
+        };
         if own_pass.is_some() || self.pass.is_none() {
             let enc = self.encoder(ctx);
             let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -162,7 +166,6 @@ impl Recorder {
             self.pass = Some(pass.forget_lifetime());
         }
         let pass = self.pass.as_mut().expect("a compute pass was just opened");
-        let around = ts.as_ref().filter(|(_, inside)| *inside).map(|(t, _)| t);
         if let Some((qs, i)) = around {
             pass.write_timestamp(qs, *i);
         }
