@@ -178,7 +178,8 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 }
 
 // Two SwiGLUs in one dispatch (the routed experts' and the shared expert's): dst ← silu(dst) ⊙
-// src0 over the first n values, acc ← silu(acc) ⊙ src1 over the next `extra`.
+// src0 over the first n values, acc ← silu(acc) ⊙ src1 over the next `extra`; with t = 1 the
+// latter go to dst after the first n instead (a decoded token's `moe_down` reads them there).
 @compute @workgroup_size(256)
 fn swiglu_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
@@ -188,7 +189,12 @@ fn swiglu_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     } else if i - p.n < p.extra {
         let j = i - p.n;
         let g = acc[j];
-        acc[j] = g / (1.0 + exp(-g)) * src1[j];
+        let v = g / (1.0 + exp(-g)) * src1[j];
+        if p.t == 1u {
+            dst[i] = v;
+        } else {
+            acc[j] = v;
+        }
     }
 }
 

@@ -22,6 +22,7 @@ const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
 const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
+const MOE_DOWN: &str = include_str!("../../../shaders/moe_down.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -90,7 +91,7 @@ fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
 
 /// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
 /// in x_q8.wgsl).
-const Q8_MAX_COLS: usize = 9216;
+pub const Q8_MAX_COLS: usize = 9216;
 
 /// Whether decode products of `ty` rows of `cols` values can run on integer dot products
 /// against 8-bit activations (x_q8.wgsl), as ggml's quantized dot products do.
@@ -203,6 +204,8 @@ pub enum Kernel {
     MoeRoute,
     MoeCombine,
     MoeGroup,
+    /// A decoded token's expert and shared down products with their weighted sum.
+    MoeDown,
     CopyVec4,
 }
 
@@ -229,7 +232,9 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" | "moe_down" => {
+                    &["TPR", "RT", "UN"]
+                }
                 "kda_scan" => &["D"],
                 "mla_attend" => &["HG"],
                 "short_conv" => &["KW"],
@@ -294,6 +299,8 @@ impl Kernel {
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
+            // a (the activation rows), experts' down, shared down, out, ids, wts.
+            Kernel::MoeDown => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
@@ -442,6 +449,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
         (Kernel::MatmulSelPair, _, Some(ty)) => {
             fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR)
         }
+        (Kernel::MoeDown, _, Some(ty)) => fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN),
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
             weight_helpers(ty),
@@ -471,7 +479,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     })
 }
 
-/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`) for `jobs` weights of
+/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs` weights of
 /// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
 /// the helpers that read it, reached through `job_dot` and `job_store`.
 fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> String {
@@ -679,6 +687,7 @@ mod tests {
             Kernel::MatmulSel,
             Kernel::Matvecs(3),
             Kernel::MatmulSelPair,
+            Kernel::MoeDown,
         ] {
             let key = KernelKey {
                 q8: true,
@@ -727,6 +736,18 @@ mod tests {
         assert!(!src(Kernel::RmsNorm, false).contains("subgroupAdd"));
         assert!(src(Kernel::MoeRoute, true).contains("subgroupMax"));
         assert!(!src(Kernel::MoeRoute, false).contains("subgroupM"));
+    }
+
+    /// A decoded token's fused MoE down products compile for every block type on f32
+    /// activations (the Q4_K integer-dot variant is in `q8_decode_kernels_compile`).
+    #[test]
+    fn moe_down_compiles_for_every_type() {
+        for ty in SUPPORTED {
+            let key = KernelKey::typed(Kernel::MoeDown, ty);
+            if let Err(e) = to_spirv(key, true) {
+                panic!("{}: {e}", key.label());
+            }
+        }
     }
 
     /// The tiled prompt products compile for every block type (CI's lavapipe runs them only

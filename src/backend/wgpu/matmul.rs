@@ -440,6 +440,70 @@ impl WgpuBackend {
         )
     }
 
+    /// Whether [`Self::moe_down`] can run the down products of `pairs` chosen experts
+    /// (`down` stacking their matrices, [cols, rows, experts]) and the shared expert's: weights
+    /// of one type with a WGSL decoder and one row length, one buffer each, at most
+    /// Q8_MAX_COLS activations in all (what a workgroup stages), storage bindings enough.
+    pub(super) fn moe_down_fits(
+        &self,
+        down: &WgpuWeight<'_>,
+        shared: &WgpuWeight<'_>,
+        pairs: usize,
+    ) -> bool {
+        let cols = down.ne[0];
+        down.ty == shared.ty
+            && shared.ne[0] == cols
+            && shared.rows() == down.ne[1]
+            && down.parts.len() == 1
+            && shared.parts.len() == 1
+            && kernels::SUPPORTED.contains(&down.ty)
+            && (pairs + 1) * cols <= kernels::Q8_MAX_COLS
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= 6
+    }
+
+    /// A decoded token's MoE down products and their weighted sum in one `moe_down` dispatch
+    /// (where [`Self::moe_down_fits`]): `out[r] = shared[r] · a[pairs] + Σ_k wts[k] ·
+    /// down_{ids[k]}[r] · a[k]` over the `pairs + 1` activation rows of `a` (the chosen
+    /// experts' in slot order, then the shared expert's). Each workgroup serves a few output
+    /// rows for all the products: no per-expert outputs, no combine pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_down(
+        &self,
+        down: &WgpuWeight<'_>,
+        shared: &WgpuWeight<'_>,
+        pairs: usize,
+        a: &WgpuBuf,
+        ids: &wgpu::Buffer,
+        wts: &wgpu::Buffer,
+        out: &WgpuBuf,
+    ) -> Result<()> {
+        let (cols, rows) = (down.ne[0], down.ne[1]);
+        if !self.moe_down_fits(down, shared, pairs) {
+            return Err(down.shape_error(format!(
+                "{pairs} experts' and a shared expert's down matrices of one type, one buffer \
+                 each, [{cols}, {rows}]"
+            )));
+        }
+        check_len(out.len, rows)?;
+        check_len(a.len, (pairs + 1) * cols)?;
+        self.check_cols(down, cols)?;
+        let (key, rpw) = decode_kernel(Kernel::MoeDown, down, rows, !self.exact);
+        self.run_shaped(
+            key,
+            Some(down.ne),
+            &[
+                &a.buf,
+                &down.parts[0].buf,
+                &shared.parts[0].buf,
+                &out.buf,
+                ids,
+                wts,
+            ],
+            &[cols as u32, pairs as u32, rows as u32, 0],
+            rows.div_ceil(rpw),
+        )
+    }
+
     /// The products of a prompt's MoE: [`SelProduct`] with `Select::Ids`, computed expert by
     /// expert over the pairs routed to it (`groups` as `moe_group` writes it, each expert's
     /// span also in the uniform `starts`), so that each expert's rows are read once per 64

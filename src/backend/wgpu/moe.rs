@@ -3,7 +3,7 @@
 //! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
 //! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
 //! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
-//! and the weighted sum.
+//! and the weighted sum (with a decoded token's down products, one `moe_down` dispatch).
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -124,7 +124,18 @@ impl WgpuBackend {
                 }
                 self.matmul_sel(m, s, x, y)
             };
-        let (gate, up) = (self.scratch(pairs * ff)?, self.scratch(pairs * ff)?);
+        // A decoded token's expert and shared down products and their sum are one `moe_down`
+        // dispatch where it fits: it reads the shared expert's SwiGLU after the chosen
+        // experts' in `gate`.
+        let fused_down = match &shared {
+            Some((sh, _, _)) if t == 1 => self.moe_down_fits(&w.experts.down, &sh.down, pairs),
+            _ => false,
+        };
+        let gate_len = match &shared {
+            Some((sh, _, _)) if fused_down => pairs * ff + sh.gate.rows(),
+            _ => pairs * ff,
+        };
+        let (gate, up) = (self.scratch(gate_len)?, self.scratch(pairs * ff)?);
         let gate_up = |per: usize| SelProduct {
             select: Select::Ids(&ids.buf),
             per,
@@ -151,11 +162,22 @@ impl WgpuBackend {
                 self.run(
                     KernelKey::plain(Kernel::SwigluPair),
                     &[&up.buf, &u.buf, &gate.buf, &g.buf],
-                    &[n as u32, 0, 0, n_sh as u32],
+                    &[n as u32, u32::from(fused_down), 0, n_sh as u32],
                     (n + n_sh).div_ceil(256),
                 )?;
             }
             None => self.swiglu_bufs(&gate.buf, &up.buf, pairs * ff)?,
+        }
+        if let (true, Some((sh, _, _))) = (fused_down, &shared) {
+            return self.moe_down(
+                &w.experts.down,
+                &sh.down,
+                pairs,
+                &gate,
+                &ids.buf,
+                &wts.buf,
+                out,
+            );
         }
         let ys = self.scratch(pairs * hidden)?;
         product(
