@@ -178,8 +178,7 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 }
 
 // Two SwiGLUs in one dispatch (the routed experts' and the shared expert's): dst ← silu(dst) ⊙
-// src0 over the first n values, acc ← silu(acc) ⊙ src1 over the next `extra`; with t = 1 the
-// latter go to dst after the first n instead (a decoded token's `moe_down` reads them there).
+// src0 over the first n values, acc ← silu(acc) ⊙ src1 over the next `extra`.
 @compute @workgroup_size(256)
 fn swiglu_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
@@ -189,12 +188,7 @@ fn swiglu_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     } else if i - p.n < p.extra {
         let j = i - p.n;
         let g = acc[j];
-        let v = g / (1.0 + exp(-g)) * src1[j];
-        if p.t == 1u {
-            dst[i] = v;
-        } else {
-            acc[j] = v;
-        }
+        acc[j] = g / (1.0 + exp(-g)) * src1[j];
     }
 }
 

@@ -1,11 +1,13 @@
 // A decoded token's MoE down products and their weighted sum in one dispatch:
-// out[r] = W_1[r] · a[pairs] + Σ_k wts[k] · W_0[ids[k]][r] · a[k], where W_0 stacks the
+// out[r] = W_1[r] · a[0] + Σ_k wts[k] · W_0[ids[k]][r] · a[k + 1], where W_0 stacks the
 // experts' down matrices (`rows` rows each), W_1 is the shared expert's down matrix and a holds
-// pairs + 1 rows of `cols` activations (the chosen experts' SwiGLUs in slot order, then the
-// shared expert's). Each workgroup serves RPW output rows for all pairs + 1 products, so no
+// pairs + 1 rows of `cols` activations (the shared expert's SwiGLU, then the chosen experts' in
+// slot order). Each workgroup serves RPW output rows for all pairs + 1 products, so no
 // per-expert outputs or combine pass are needed; it stages all the activation rows once (8-bit
-// with x_q8.wgsl: the host checks that (pairs + 1) · cols ≤ XQ_MAX). Built by the host as
-// `matvecs` is (renamed helpers per weight, `job_dot`); the weights share a type and row length.
+// with x_q8.wgsl: the host checks that (pairs + 1) · cols ≤ XQ_MAX; there a is the SwiGLU of
+// the gate products in x and the up products in x_up, see x_in_swiglu.wgsl, else a is x).
+// Built by the host as `matvecs` is (renamed helpers per weight, `job_dot`); the weights share
+// a type and row length.
 
 struct Params {
     cols: u32,
@@ -28,10 +30,10 @@ fn moe_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let stride = row_bytes_0();
     var acc = vec4<f32>(0.0);
     if n > 0u {
-        acc = job_dot(1u, r * stride, 0u, n, p.pairs * p.cols / 4u, lane);
+        acc = job_dot(1u, r * stride, 0u, n, 0u, lane);
         for (var k = 0u; k < p.pairs; k++) {
             let rb = (ids[k] * p.rows + r) * stride;
-            acc += wts[k] * job_dot(0u, rb, 0u, n, k * p.cols / 4u, lane);
+            acc += wts[k] * job_dot(0u, rb, 0u, n, (k + 1u) * p.cols / 4u, lane);
         }
     }
     let s = reduce_rows(li, acc);

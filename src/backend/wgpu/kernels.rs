@@ -15,6 +15,8 @@ const WORDS_U32: &str = include_str!("../../../shaders/words_u32.wgsl");
 const WORDS_VEC4: &str = include_str!("../../../shaders/words_vec4.wgsl");
 const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
+const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
+const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
@@ -100,9 +102,13 @@ pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
 }
 
 /// How the decode products' workgroups stage their activation row: in 8-bit integers for
-/// integer dot products, or not at all.
-fn x_stage(q8: bool) -> &'static str {
-    if q8 { X_Q8 } else { X_F32 }
+/// integer dot products (of x, or where `swiglu` of silu(x) ⊙ x_up), or not at all.
+fn x_stage(q8: bool, swiglu: bool) -> String {
+    match (q8, swiglu) {
+        (true, false) => format!("{X_Q8}\n{X_IN}"),
+        (true, true) => format!("{X_Q8}\n{X_IN_SWIGLU}"),
+        (false, _) => X_F32.to_string(),
+    }
 }
 
 /// Whether `ty`'s blocks are whole quads (16 bytes), so that kernels bind its weights as
@@ -206,6 +212,8 @@ pub enum Kernel {
     MoeGroup,
     /// A decoded token's expert and shared down products with their weighted sum.
     MoeDown,
+    /// `MoeDown` on integer dot products, staging the SwiGLU of the gate and up products.
+    MoeDownSwiglu,
     CopyVec4,
 }
 
@@ -301,6 +309,8 @@ impl Kernel {
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             // a (the activation rows), experts' down, shared down, out, ids, wts.
             Kernel::MoeDown => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
+            // The same with the up products (x_up) last.
+            Kernel::MoeDownSwiglu => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30, 29], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
@@ -444,18 +454,21 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR)
+            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR, false)
         }
-        (Kernel::MoeDown, _, Some(ty)) => fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN),
+        (Kernel::MoeDown, _, Some(ty)) => fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, false),
+        (Kernel::MoeDownSwiglu, _, Some(ty)) => {
+            fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, true)
+        }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
-            x_stage(key.q8),
+            x_stage(key.q8, false),
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
@@ -481,8 +494,16 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
 
 /// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs` weights of
 /// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
-/// the helpers that read it, reached through `job_dot` and `job_store`.
-fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> String {
+/// the helpers that read it, reached through `job_dot` and `job_store`; staging the SwiGLU of
+/// x and x_up where `swiglu` (see [`x_stage`]).
+fn fused_source(
+    ty: GgmlType,
+    q8: bool,
+    dec: &str,
+    jobs: usize,
+    entry: &str,
+    swiglu: bool,
+) -> String {
     let dot = dot_source(ty, q8);
     let helpers = format!(
         "{}\n{}\n{}\n{ROWS_DOT}",
@@ -522,7 +543,7 @@ fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> 
          default: {{}}\n    }}\n}}\n",
         cases(&|j| format!("y{j}[i] = v;"))
     );
-    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8))
+    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, swiglu))
 }
 
 fn without_consts(src: &str) -> String {
@@ -634,7 +655,7 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS);
+        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS, false);
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }
@@ -688,6 +709,7 @@ mod tests {
             Kernel::Matvecs(3),
             Kernel::MatmulSelPair,
             Kernel::MoeDown,
+            Kernel::MoeDownSwiglu,
         ] {
             let key = KernelKey {
                 q8: true,
