@@ -1,7 +1,8 @@
 // Two `matmul_sel` products with one selection in one dispatch (a decoded token's MoE expert
 // gate and up): y_j[y_off + pair · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div] for
-// j = 0, 1, each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is (renamed
-// helpers per weight, `job_dot` / `job_store`); the first half of the workgroups serve W_0.
+// j = 0, 1, each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is
+// (renamed helpers per weight, `job_dot` / `job_store`); the first half of the workgroups
+// serve W_0.
 
 struct Params {
     cols: u32,
