@@ -1,7 +1,8 @@
 // Two `matmul_sel` products with one selection in one dispatch (a decoded token's MoE expert
-// gate and up): y_j[pair · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div] for j = 0, 1,
-// each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is (renamed
-// helpers per weight, `job_dot` / `job_store`); the first half of the workgroups serve W_0.
+// gate and up): y_j[y_off + pair · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div] for
+// j = 0, 1, each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is
+// (renamed helpers per weight, `job_dot` / `job_store`); the first half of the workgroups
+// serve W_0.
 
 struct Params {
     cols: u32,
@@ -10,6 +11,7 @@ struct Params {
     x_div: u32,
     x_stride: u32,
     y_stride: u32,
+    y_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
@@ -39,7 +41,7 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let s = reduce_rows(li, acc);
     if lane == 0u {
         for (var k = 0u; k < n; k++) {
-            job_store(j, pair * p.y_stride + r + k, s[k]);
+            job_store(j, p.y_off + pair * p.y_stride + r + k, s[k]);
         }
     }
 }

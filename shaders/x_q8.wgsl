@@ -3,19 +3,29 @@
 // scale d = max|x| / 127 and the sums of its two halves' quantized values times d (the min
 // corrections: with the same rounding as the products, their errors cancel), as ggml's
 // activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
-// dot4I8Packed instead of 4 conversions and multiply-adds. Each workgroup stages its one row
-// (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks).
+// dot4I8Packed instead of 4 conversions and multiply-adds. The values come through `x_at`
+// (x_in.wgsl, or x_in_swiglu.wgsl for a decoded token's `moe_down`). Each workgroup stages its
+// one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks), or with
+// `stage_rows` several consecutive rows (n values in all, at most XQ_MAX); `rows_dot` then
+// finds the row of x from vec4 index xb at staged group (xb - x_base) / 8.
 const XQ_MAX: u32 = 9216u;
 
 var<workgroup> xq: array<vec4<u32>, XQ_MAX / 16u>;
 var<workgroup> xs: array<vec4<f32>, XQ_MAX / 32u>;
+// The vec4 index of x where the staged values start.
+var<private> x_base: u32;
 
 fn stage_x(li: u32, xb0: u32) {
-    for (var g = li; g < p.cols / 32u; g += MV_WG) {
+    stage_rows(li, xb0, p.cols);
+}
+
+fn stage_rows(li: u32, xb0: u32, n: u32) {
+    x_base = xb0;
+    for (var g = li; g < n / 32u; g += MV_WG) {
         var v: array<vec4<f32>, 8>;
         var amax = vec4<f32>(0.0);
         for (var i = 0u; i < 8u; i++) {
-            v[i] = x[xb0 + 8u * g + i];
+            v[i] = x_at(xb0 + 8u * g + i);
             amax = max(amax, abs(v[i]));
         }
         let m = max(max(amax.x, amax.y), max(amax.z, amax.w));

@@ -1116,23 +1116,134 @@ fn moe_decode_every_type() {
     }
 }
 
-/// A decoded token's MoE with a shared expert is 8 dispatches: the F32 router, the shared gate
-/// and up, routing, expert gate and up, both SwiGLUs, expert down, shared down, combine (was 11).
+/// A decoded token's MoE with a shared expert is 5 dispatches on integer dot products: the F32
+/// router, the shared gate and up, routing, expert gate and up, and `moe_down` (both SwiGLUs
+/// staged, the experts' and the shared expert's down products with the weighted sum; was 8, and
+/// 11 before that); 6 exact, where `swiglu` runs before `moe_down`.
 #[test]
 fn moe_decode_dispatches() {
-    let g = gpu();
-    if !g.adapter().timestamp_query {
-        return;
-    }
     let mut r = Rng(15);
     let case = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
     let x = r.vec(256, 1.0);
+    for exact in [false, true] {
+        let Some(report) = moe_decode_kernels(&case, &x, exact) else {
+            return;
+        };
+        let calls: u64 = report.iter().map(|k| k.calls).sum();
+        let (want, names) = if exact {
+            (
+                6,
+                [
+                    "matmul_sel_pair Q4_K 256x256x8",
+                    "swiglu",
+                    "moe_down Q4_K 256x256x8",
+                ],
+            )
+        } else {
+            (
+                5,
+                [
+                    "matmul_sel_pair Q4_K q8 256x256x8",
+                    "matvecs Q4_K q8",
+                    "moe_down Q4_K q8 256x256x8",
+                ],
+            )
+        };
+        assert_eq!(calls, want, "{report:?}");
+        for name in names {
+            assert!(report.iter().any(|k| k.name == name), "{name}: {report:?}");
+        }
+    }
+}
+
+/// The kernels of a decoded token's MoE (`case` on `x`) as the profiler reports them, on a
+/// backend that is `exact` or not; `None` where the adapter has no timestamp queries.
+fn moe_decode_kernels(
+    case: &MoeCase,
+    x: &[f32],
+    exact: bool,
+) -> Option<Vec<kiln::backend::wgpu::KernelTime>> {
+    let mut g = gpu();
+    if !g.adapter().timestamp_query {
+        return None;
+    }
+    g.set_exact(exact);
     g.set_profiling(true).unwrap();
-    let _ = case.run(&g, &x, 1);
-    let report = g.profile().unwrap();
-    let calls: u64 = report.iter().map(|k| k.calls).sum();
-    assert_eq!(calls, 8, "{report:?}");
-    assert!(report.iter().any(|k| k.name.starts_with("matmul_sel_pair")));
+    let _ = case.run(&g, x, 1);
+    Some(g.profile().unwrap())
+}
+
+/// A decoded token's fused expert and shared down products (`moe_down`) against the CPU, on
+/// integer dot products and exact, for Q4_K (whose 8-bit staging reads several activation
+/// rows, up to all XQ_MAX values of 8 experts and the shared one at 1024 values each), other
+/// block types and F32; and the separate products where it does not fit: more activations
+/// than a workgroup stages, a shared down matrix of another type, one split over buffers.
+#[test]
+fn moe_decode_fused_down() {
+    let c = cpu();
+    let (g, mut exact) = (gpu(), gpu());
+    exact.set_exact(true);
+    let mut r = Rng(16);
+    let fused = |ty, hidden, ff, n_expert, n_used, r: &mut Rng| {
+        (
+            MoeCase::new(ty, hidden, ff, n_expert, n_used, true, r),
+            true,
+        )
+    };
+    let mut cases = vec![
+        fused(GgmlType::Q4_K, 256, 256, 16, 4, &mut r),
+        fused(GgmlType::Q4_K, 256, 1024, 9, 8, &mut r),
+        fused(GgmlType::Q6_K, 256, 256, 16, 4, &mut r),
+        fused(GgmlType::Q8_0, 64, 64, 16, 4, &mut r),
+        fused(GgmlType::F32, 64, 32, 16, 4, &mut r),
+        // 5 · 2048 activations: more than XQ_MAX.
+        (
+            MoeCase::new(GgmlType::F32, 64, 2048, 6, 4, true, &mut r),
+            false,
+        ),
+    ];
+    let mut mixed = MoeCase::new(GgmlType::Q8_0, 64, 64, 16, 4, true, &mut r);
+    mixed.tensors[7] = Tensor::new(
+        "down_sh",
+        GgmlType::F32,
+        [64, 64, 1, 1],
+        &r.vec(64 * 64, 0.2),
+    );
+    cases.push((mixed, false));
+    for (case, want_fused) in &cases {
+        let ty = case.tensors[2].ty;
+        let (hidden, ff) = (case.tensors[0].ne[0], case.tensors[2].ne[1]);
+        let x = r.vec(hidden, 1.0);
+        let want = case.run(&c, &x, 1);
+        for g in [&g, &exact] {
+            assert_close(
+                &format!("moe decode {ty} {hidden}x{ff} exact {}", g.exact()),
+                &case.run(g, &x, 1),
+                &want,
+                decode_nmse(g, ty),
+            );
+        }
+        if let Some(report) = moe_decode_kernels(case, &x, false) {
+            let has = report.iter().any(|k| k.name.starts_with("moe_down"));
+            assert_eq!(has, *want_fused, "{ty} {hidden}x{ff}: {report:?}");
+            assert_eq!(
+                report.iter().any(|k| k.name == "moe_combine"),
+                !*want_fused,
+                "{report:?}"
+            );
+        }
+    }
+    // The shared down matrix split over weight buffers.
+    let mut small = gpu();
+    small.limit_binding_bytes(2_000);
+    let case = MoeCase::new(GgmlType::Q8_0, 64, 64, 16, 4, true, &mut r);
+    let x = r.vec(64, 1.0);
+    assert_close(
+        "moe decode split weights",
+        &case.run(&small, &x, 1),
+        &case.run(&c, &x, 1),
+        F32_NMSE,
+    );
 }
 
 /// Recorded work stays in order: a write after a read of the same buffer does not overtake it.

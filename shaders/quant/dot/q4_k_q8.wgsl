@@ -6,12 +6,15 @@
 const PD: u32 = 32u;
 
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
-// activations (xb0 is where stage_x read them).
+// activations of the row that x holds from vec4 index xb0 (where stage_x read it, or one of
+// the rows stage_rows read).
 fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
     let units = (p.cols / QK) * 8u;
     // In quads: rows and blocks are multiples of 16 bytes.
     let stride = row_bytes() >> 4u;
     let r0 = rb >> 4u;
+    // The row's first staged group (32 values, 8 vec4s).
+    let g0 = (xb0 - x_base) / 8u;
     var acc = vec4<f32>(0.0);
     for (var u0 = lane; u0 < units; u0 += TPR * UN) {
         var hd: array<vec4<u32>, 8>;
@@ -26,7 +29,7 @@ fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
             let pair = part / 2u;
             // Sub-blocks (groups of 32 activations) 2 pair and 2 pair + 1 of block u / 8; the
             // unit's values are half part % 2 of each.
-            let g = (u / 8u) * 8u + 2u * pair;
+            let g = g0 + (u / 8u) * 8u + 2u * pair;
             let xlo = xq[2u * g + part % 2u];
             let xhi = xq[2u * g + 2u + part % 2u];
             let slo = xs[g];

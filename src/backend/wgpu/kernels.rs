@@ -15,6 +15,8 @@ const WORDS_U32: &str = include_str!("../../../shaders/words_u32.wgsl");
 const WORDS_VEC4: &str = include_str!("../../../shaders/words_vec4.wgsl");
 const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
+const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
+const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
@@ -22,6 +24,7 @@ const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
 const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
+const MOE_DOWN: &str = include_str!("../../../shaders/moe_down.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -90,7 +93,7 @@ fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
 
 /// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
 /// in x_q8.wgsl).
-const Q8_MAX_COLS: usize = 9216;
+pub const Q8_MAX_COLS: usize = 9216;
 
 /// Whether decode products of `ty` rows of `cols` values can run on integer dot products
 /// against 8-bit activations (x_q8.wgsl), as ggml's quantized dot products do.
@@ -99,9 +102,13 @@ pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
 }
 
 /// How the decode products' workgroups stage their activation row: in 8-bit integers for
-/// integer dot products, or not at all.
-fn x_stage(q8: bool) -> &'static str {
-    if q8 { X_Q8 } else { X_F32 }
+/// integer dot products (of x, or where `swiglu` of silu(x) ⊙ x_up), or not at all.
+fn x_stage(q8: bool, swiglu: bool) -> String {
+    match (q8, swiglu) {
+        (true, false) => format!("{X_Q8}\n{X_IN}"),
+        (true, true) => format!("{X_Q8}\n{X_IN_SWIGLU}"),
+        (false, _) => X_F32.to_string(),
+    }
 }
 
 /// Whether `ty`'s blocks are whole quads (16 bytes), so that kernels bind its weights as
@@ -203,6 +210,10 @@ pub enum Kernel {
     MoeRoute,
     MoeCombine,
     MoeGroup,
+    /// A decoded token's expert and shared down products with their weighted sum.
+    MoeDown,
+    /// `MoeDown` on integer dot products, staging the SwiGLU of the gate and up products.
+    MoeDownSwiglu,
     CopyVec4,
 }
 
@@ -229,7 +240,9 @@ impl Kernel {
             typed,
             product: source == MATMUL,
             spec: match entry {
-                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" | "moe_down" => {
+                    &["TPR", "RT", "UN"]
+                }
                 "kda_scan" => &["D"],
                 "mla_attend" => &["HG"],
                 "short_conv" => &["KW"],
@@ -294,6 +307,10 @@ impl Kernel {
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
+            // a (the activation rows), experts' down, shared down, out, ids, wts.
+            Kernel::MoeDown => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
+            // The same with the up products (x_up) last.
+            Kernel::MoeDownSwiglu => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30, 29], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
@@ -437,17 +454,21 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR)
+            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR, false)
+        }
+        (Kernel::MoeDown, _, Some(ty)) => fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, false),
+        (Kernel::MoeDownSwiglu, _, Some(ty)) => {
+            fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, true)
         }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
-            x_stage(key.q8),
+            x_stage(key.q8, false),
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
@@ -471,10 +492,18 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     })
 }
 
-/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`) for `jobs` weights of
+/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs` weights of
 /// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
-/// the helpers that read it, reached through `job_dot` and `job_store`.
-fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> String {
+/// the helpers that read it, reached through `job_dot` and `job_store`; staging the SwiGLU of
+/// x and x_up where `swiglu` (see [`x_stage`]).
+fn fused_source(
+    ty: GgmlType,
+    q8: bool,
+    dec: &str,
+    jobs: usize,
+    entry: &str,
+    swiglu: bool,
+) -> String {
     let dot = dot_source(ty, q8);
     let helpers = format!(
         "{}\n{}\n{}\n{ROWS_DOT}",
@@ -514,7 +543,7 @@ fn fused_source(ty: GgmlType, q8: bool, dec: &str, jobs: usize, entry: &str) -> 
          default: {{}}\n    }}\n}}\n",
         cases(&|j| format!("y{j}[i] = v;"))
     );
-    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8))
+    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, swiglu))
 }
 
 fn without_consts(src: &str) -> String {
@@ -626,7 +655,7 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS);
+        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS, false);
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }
@@ -679,6 +708,8 @@ mod tests {
             Kernel::MatmulSel,
             Kernel::Matvecs(3),
             Kernel::MatmulSelPair,
+            Kernel::MoeDown,
+            Kernel::MoeDownSwiglu,
         ] {
             let key = KernelKey {
                 q8: true,
@@ -727,6 +758,18 @@ mod tests {
         assert!(!src(Kernel::RmsNorm, false).contains("subgroupAdd"));
         assert!(src(Kernel::MoeRoute, true).contains("subgroupMax"));
         assert!(!src(Kernel::MoeRoute, false).contains("subgroupM"));
+    }
+
+    /// A decoded token's fused MoE down products compile for every block type on f32
+    /// activations (the Q4_K integer-dot variant is in `q8_decode_kernels_compile`).
+    #[test]
+    fn moe_down_compiles_for_every_type() {
+        for ty in SUPPORTED {
+            let key = KernelKey::typed(Kernel::MoeDown, ty);
+            if let Err(e) = to_spirv(key, true) {
+                panic!("{}: {e}", key.label());
+            }
+        }
     }
 
     /// The tiled prompt products compile for every block type (CI's lavapipe runs them only

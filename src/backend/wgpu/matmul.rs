@@ -114,8 +114,9 @@ pub struct SelProduct<'a> {
     /// Pair p reads row `p / x_div` of x, rows `x_stride` floats apart.
     pub x_div: usize,
     pub x_stride: usize,
-    /// Pair p writes `per` values at `p * y_stride`.
+    /// Pair p writes `per` values at `y_off + p * y_stride`.
     pub y_stride: usize,
+    pub y_off: usize,
 }
 
 /// The `Params` of `shaders/matmul.wgsl`, but for the weight part's rows.
@@ -124,6 +125,7 @@ struct Params {
     t: usize,
     x_stride: usize,
     y_stride: usize,
+    y_off: usize,
     /// Rows of each selected matrix; `matmul_split`'s values per slice.
     per: usize,
     x_div: usize,
@@ -138,6 +140,7 @@ impl Params {
             t: s.pairs,
             x_stride: s.x_stride,
             y_stride: s.y_stride,
+            y_off: s.y_off,
             per: s.per,
             x_div: s.x_div,
             mode,
@@ -154,7 +157,7 @@ impl Params {
             self.x_stride as u32,
             0,
             self.y_stride as u32,
-            0,
+            self.y_off as u32,
             self.per as u32,
             self.x_div as u32,
             self.mode,
@@ -225,6 +228,7 @@ impl WgpuBackend {
                 t,
                 x_stride: cols,
                 y_stride: rows,
+                y_off: 0,
                 per: 0,
                 x_div: 1,
                 mode: 0,
@@ -278,6 +282,7 @@ impl WgpuBackend {
             t,
             x_stride: cols,
             y_stride: rows,
+            y_off: 0,
             per: slice,
             x_div: 1,
             mode: 0,
@@ -429,14 +434,92 @@ impl WgpuBackend {
             2 * s.per * s.pairs,
             !self.exact,
         );
-        let params =
-            [w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride].map(|v| v as u32);
+        let params = [
+            w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, 0,
+        ]
+        .map(|v| v as u32);
         self.run_shaped(
             key,
             Some(w[0].ne),
             &[x, &w[0].parts[0].buf, &w[1].parts[0].buf, y[0], y[1], ids],
             &params,
             2 * s.per.div_ceil(rpw) * s.pairs,
+        )
+    }
+
+    /// Whether [`Self::moe_down`] can run the down products of `pairs` chosen experts
+    /// (`down` stacking their matrices, [cols, rows, experts]) and the shared expert's: weights
+    /// of one type with a WGSL decoder and one row length, one buffer each, at most
+    /// Q8_MAX_COLS activations in all (what a workgroup stages), storage bindings enough (7).
+    pub(super) fn moe_down_fits(
+        &self,
+        down: &WgpuWeight<'_>,
+        shared: &WgpuWeight<'_>,
+        pairs: usize,
+    ) -> bool {
+        let cols = down.ne[0];
+        down.ty == shared.ty
+            && shared.ne[0] == cols
+            && shared.rows() == down.ne[1]
+            && down.parts.len() == 1
+            && shared.parts.len() == 1
+            && kernels::SUPPORTED.contains(&down.ty)
+            && (pairs + 1) * cols <= kernels::Q8_MAX_COLS
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= 7
+    }
+
+    /// A decoded token's MoE SwiGLUs, down products and their weighted sum (where
+    /// [`Self::moe_down_fits`]): `out[r] = shared[r] · a[0] + Σ_k wts[k] · down_{ids[k]}[r] ·
+    /// a[k + 1]`, a = silu(gate) ⊙ up over `pairs + 1` rows (the shared expert's, then the
+    /// chosen experts' in slot order). Each `moe_down` workgroup serves a few output rows for
+    /// all the products: no per-expert outputs, no combine pass. On integer dot products it
+    /// stages the SwiGLU itself (one dispatch), else `swiglu` runs first (two).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_down(
+        &self,
+        down: &WgpuWeight<'_>,
+        shared: &WgpuWeight<'_>,
+        pairs: usize,
+        [gate, up]: [&WgpuBuf; 2],
+        ids: &wgpu::Buffer,
+        wts: &wgpu::Buffer,
+        out: &WgpuBuf,
+    ) -> Result<()> {
+        let (cols, rows) = (down.ne[0], down.ne[1]);
+        if !self.moe_down_fits(down, shared, pairs) {
+            return Err(down.shape_error(format!(
+                "{pairs} experts' and a shared expert's down matrices of one type, one buffer \
+                 each, [{cols}, {rows}]"
+            )));
+        }
+        let n = (pairs + 1) * cols;
+        check_len(out.len, rows)?;
+        check_len(gate.len, n)?;
+        check_len(up.len, n)?;
+        self.check_cols(down, cols)?;
+        let q8 = !self.exact && kernels::q8_dots(down.ty, cols);
+        let mut bufs = vec![
+            &gate.buf,
+            &down.parts[0].buf,
+            &shared.parts[0].buf,
+            &out.buf,
+            ids,
+            wts,
+        ];
+        let kernel = if q8 {
+            bufs.push(&up.buf);
+            Kernel::MoeDownSwiglu
+        } else {
+            self.swiglu_bufs(&gate.buf, &up.buf, n)?;
+            Kernel::MoeDown
+        };
+        let (key, rpw) = decode_kernel(kernel, down, rows, q8);
+        self.run_shaped(
+            key,
+            Some(down.ne),
+            &bufs,
+            &[cols as u32, pairs as u32, rows as u32, 0],
+            rows.div_ceil(rpw),
         )
     }
 

@@ -3,7 +3,7 @@
 //! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
 //! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
 //! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
-//! and the weighted sum.
+//! and the weighted sum (a decoded token's SwiGLUs, down products and sum in `moe_down`).
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
@@ -50,13 +50,34 @@ impl WgpuBackend {
 
         // The router and the shared expert's gate and up all read x: one dispatch when decoding.
         let logits = self.scratch(t * n_expert)?;
-        let shared = match &w.shared {
+        let pairs = t * k;
+        // A decoded token's SwiGLUs, down products and weighted sum are `moe_down` where it
+        // fits: the shared expert's gate and up products then go to row 0 of the gate and up
+        // buffers, the chosen experts' to the rows after.
+        let fused_down = match &w.shared {
             Some(sh) => {
-                let sff = sh.gate.rows();
-                Some((sh, self.scratch(t * sff)?, self.scratch(t * sff)?))
+                t == 1
+                    && sh.gate.rows() == ff
+                    && self.moe_down_fits(&w.experts.down, &sh.down, pairs)
             }
-            None => None,
+            None => false,
         };
+        let lead = if fused_down { ff } else { 0 };
+        let (gate, up) = (
+            self.scratch(lead + pairs * ff)?,
+            self.scratch(lead + pairs * ff)?,
+        );
+        let own = match &w.shared {
+            Some(sh) if !fused_down => {
+                let sff = sh.gate.rows();
+                Some((self.scratch(t * sff)?, self.scratch(t * sff)?))
+            }
+            _ => None,
+        };
+        let shared = w.shared.as_ref().map(|sh| match &own {
+            Some((g, u)) => (sh, g, u),
+            None => (sh, &gate, &up),
+        });
         let mut jobs = Vec::new();
         if t == 1 {
             jobs.push((&w.router, &logits));
@@ -66,7 +87,7 @@ impl WgpuBackend {
             self.matmul_into_with(&w.router, x, t, &logits, true)?;
         }
         if let Some((sh, g, u)) = &shared {
-            jobs.extend([(&sh.gate, g), (&sh.up, u)]);
+            jobs.extend([(&sh.gate, *g), (&sh.up, *u)]);
         }
         self.matmuls_into(x, t, &jobs)?;
         let bias = self.values(&w.bias)?;
@@ -85,7 +106,6 @@ impl WgpuBackend {
             t,
         )?;
 
-        let pairs = t * k;
         // A prompt's pairs, grouped by expert for the tiled products.
         let groups = if t > 1 {
             let g = self.scratch(pairs + n_expert + 1)?;
@@ -124,7 +144,6 @@ impl WgpuBackend {
                 }
                 self.matmul_sel(m, s, x, y)
             };
-        let (gate, up) = (self.scratch(pairs * ff)?, self.scratch(pairs * ff)?);
         let gate_up = |per: usize| SelProduct {
             select: Select::Ids(&ids.buf),
             per,
@@ -132,6 +151,7 @@ impl WgpuBackend {
             x_div: k,
             x_stride: hidden,
             y_stride: per,
+            y_off: lead,
         };
         if groups.is_some() {
             product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
@@ -143,6 +163,17 @@ impl WgpuBackend {
                 &x.buf,
                 [&gate.buf, &up.buf],
             )?;
+        }
+        if fused_down && let Some((sh, _, _)) = &shared {
+            return self.moe_down(
+                &w.experts.down,
+                &sh.down,
+                pairs,
+                [&gate, &up],
+                &ids.buf,
+                &wts.buf,
+                out,
+            );
         }
         // The shared expert's SwiGLU rides along with the routed experts'.
         match &shared {
@@ -167,6 +198,7 @@ impl WgpuBackend {
                 x_div: 1,
                 x_stride: ff,
                 y_stride: hidden,
+                y_off: 0,
             },
             &gate.buf,
             &ys.buf,

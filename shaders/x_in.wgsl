@@ -1,0 +1,4 @@
+// The activations x_q8.wgsl stages: x itself.
+fn x_at(i: u32) -> vec4<f32> {
+    return x[i];
+}
