@@ -166,6 +166,21 @@ pub trait Backend: Sync {
         Ok(String::new())
     }
 
+    /// Kernel dispatches recorded so far, where the backend records them.
+    fn dispatches(&self) -> Option<u64> {
+        None
+    }
+
+    /// Leaves every later dispatch of the kernels whose names start with one of `kernels` out
+    /// (`kiln bench --leave-out`, an ablation: what a kernel costs in the running stream, launch
+    /// and barrier included, is the time it saves). Outputs become meaningless.
+    fn leave_out(&self, _kernels: &[String]) -> Result<()> {
+        Err(BackendError::Gpu(format!(
+            "the {} backend records no kernels to leave out",
+            self.name()
+        )))
+    }
+
     /// The device's copy bandwidth in bytes per second (bytes read plus bytes written), measured
     /// now, for `kiln bench`'s roofline; `None` where the backend has no device of its own.
     fn copy_bandwidth(&self) -> Result<Option<f64>> {

@@ -39,6 +39,13 @@ pub struct BenchArgs {
     /// Time every kernel with GPU timestamp queries and print the top ones (slows the run).
     #[arg(long)]
     pub profile: bool,
+    /// After the tests, decode again with every dispatch of each of these kernels left out in
+    /// turn (names as --profile prints them, matched as prefixes, comma-separated; `a+b` leaves
+    /// out both together) and print the time per token each one saves: what the kernel costs
+    /// in the running stream, launch and barrier included, where timestamps around it
+    /// overstate small kernels. The outputs of such a decode are meaningless.
+    #[arg(long, value_delimiter = ',')]
+    pub ablate: Vec<String>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -78,6 +85,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         b.start_profile()?;
     }
     let mut decode_speed = None;
+    let mut dispatches_per_token = None;
     let mut recording_ms = Vec::new();
     for &depth in &args.depth {
         let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
@@ -98,7 +106,11 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
                     b.argmax(&l, 1, model.config.vocab)?;
                     t0.elapsed().as_secs_f64()
                 } else {
+                    let before = b.dispatches();
                     let d = decode(b, &model, &mut cache, n, ids.take(1)[0])?;
+                    if let (Some(a), Some(z)) = (before, b.dispatches()) {
+                        dispatches_per_token = Some((z - a) as f64 / n as f64);
+                    }
                     recording_ms.push(1e3 * d.recording / n as f64);
                     d.total
                 };
@@ -154,11 +166,58 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         super::print_stdout(&format!(
             "host time recording a decode step (in forward): {rec:.2} ms/token\n"
         ))?;
+        if let Some(n) = dispatches_per_token {
+            super::print_stdout(&format!("kernel dispatches per decoded token: {n:.0}\n"))?;
+        }
+    }
+    if !args.ablate.is_empty() && args.n_gen > 0 {
+        ablate(b, &model, &mut ids, args)?;
     }
     if args.profile {
         super::print_stdout(&format!(
             "\ntop kernels by device time\n{}",
             b.profile_report(20)?
+        ))?;
+    }
+    Ok(())
+}
+
+/// `--ablate`: the decode test at the first depth again, in full and then without each
+/// kernel in turn (`--repetitions` runs each), as a table of the time per token each saves.
+fn ablate<B: Backend>(
+    b: &B,
+    model: &Model<'_, B>,
+    ids: &mut TokenStream,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let (depth, n) = (args.depth[0], args.n_gen);
+    let mut out = format!("\nablation: tg{n} at depth {depth} without each kernel's dispatches\n");
+    out += "| left out | t/s | saves ms/token |\n| -------- | --: | -------------: |\n";
+    super::print_stdout(&out)?;
+    let mut full_ms = None;
+    for kernel in std::iter::once(None).chain(args.ablate.iter().map(Some)) {
+        let mut speeds = Vec::new();
+        for _ in 0..args.repetitions.max(1) {
+            let mut cache = model.new_cache(b, depth + n)?;
+            if depth > 0 {
+                let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
+                b.argmax(&l, 1, model.config.vocab)?;
+            }
+            let names: Vec<String> = kernel.map_or(Vec::new(), |k| {
+                k.split('+').map(str::to_string).collect()
+            });
+            b.leave_out(&names)?;
+            let d = decode(b, model, &mut cache, n, ids.take(1)[0]);
+            b.leave_out(&[])?;
+            speeds.push(n as f64 / d?.total);
+        }
+        let (speed, _) = mean_sd(&speeds);
+        let ms = 1e3 / speed;
+        let full = *full_ms.get_or_insert(ms);
+        super::print_stdout(&format!(
+            "| {} | {speed:.2} | {:.3} |\n",
+            kernel.map_or("(nothing)", String::as_str),
+            full - ms
         ))?;
     }
     Ok(())

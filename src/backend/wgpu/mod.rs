@@ -475,6 +475,17 @@ impl Backend for WgpuBackend {
         ))
     }
 
+    fn dispatches(&self) -> Option<u64> {
+        Some(self.rec().dispatches)
+    }
+
+    fn leave_out(&self, kernels: &[String]) -> Result<()> {
+        let mut rec = self.rec();
+        rec.flush(&self.ctx)?;
+        rec.leave_out = kernels.to_vec();
+        Ok(())
+    }
+
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
         // Two 1 GiB buffers: smaller ones measured 13-24% less on an H100 (the submission is
         // then timed too). Where they do not fit beside the model, `kiln bench` says so.

@@ -26,6 +26,9 @@ const SLOTS_PER_CHUNK: usize = 256;
 /// Submissions a cached bind group survives without being used.
 const BIND_GROUP_TTL: u64 = 4;
 
+/// Kernels whose outputs later kernels use as indices (chosen experts, token ids).
+const INDEX_WRITERS: [&str; 2] = ["moe_route", "argmax"];
+
 /// What a bind group binds: the kernel's layout, its storage buffers in order, its parameter slot.
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
@@ -57,6 +60,11 @@ pub struct Recorder {
     last_submit: Option<wgpu::SubmissionIndex>,
     /// Bytes of buffers created since the last submission.
     pub fresh_bytes: u64,
+    /// Dispatches recorded so far.
+    pub dispatches: u64,
+    /// Kernels whose dispatches are left out (`kiln bench --leave-out`): labels starting with
+    /// any of these.
+    pub leave_out: Vec<String>,
 }
 
 impl Recorder {
@@ -114,6 +122,32 @@ impl Recorder {
         if groups == 0 {
             return Ok(());
         }
+        if !self.leave_out.is_empty() {
+            let l = label();
+            if self.leave_out.iter().any(|k| l.starts_with(k.as_str())) {
+                // The shaders index memory unchecked: garbage indices would read out of bounds.
+                if INDEX_WRITERS.iter().any(|k| l.starts_with(k)) {
+                    return Err(BackendError::Gpu(format!(
+                        "{l} writes indices that later kernels follow: it cannot be left out"
+                    )));
+                }
+                return Ok(());
+            }
+            return self.record(ctx, kernel, || l, bufs, params, groups);
+        }
+        self.record(ctx, kernel, label, bufs, params, groups)
+    }
+
+    fn record(
+        &mut self,
+        ctx: &Context,
+        kernel: &Compiled,
+        label: impl FnOnce() -> String,
+        bufs: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: u32,
+    ) -> Result<()> {
+        self.dispatches += 1;
         if self.profiler.as_ref().is_some_and(|p| p.full()) {
             self.flush(ctx)?;
         }
