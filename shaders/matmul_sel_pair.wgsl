@@ -3,20 +3,8 @@
 // j = 0, 1, each matrix `per` rows of one stacked weight. Built by the host as `matvecs` is
 // (renamed helpers per weight, `job_dot` / `job_store`); the first half of the workgroups
 // serve W_0.
-
-struct Params {
-    cols: u32,
-    pairs: u32,
-    per: u32,
-    x_div: u32,
-    x_stride: u32,
-    y_stride: u32,
-    y_off: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(31) var<storage, read> ids: array<u32>;
+// Parameters and bindings: matmul_sel_pair_io.wgsl; for Q4_K on integer dot products the host
+// takes matmul_sel_pair_units.wgsl's entry instead of this one.
 
 @compute @workgroup_size(256)
 fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

@@ -8,17 +8,8 @@
 // the gate products in x and the up products in x_up, see x_in_swiglu.wgsl, else a is x).
 // Built by the host as `matvecs` is (renamed helpers per weight, `job_dot`); the weights share
 // a type and row length.
-
-struct Params {
-    cols: u32,
-    pairs: u32,
-    rows: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(30) var<storage, read> wts: array<f32>;
-@group(0) @binding(31) var<storage, read> ids: array<u32>;
+// Parameters and bindings: moe_down_io.wgsl; for Q4_K on integer dot products the host takes
+// moe_down_units.wgsl's entry instead of this one.
 
 @compute @workgroup_size(256)
 fn moe_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

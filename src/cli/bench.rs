@@ -203,9 +203,8 @@ fn ablate<B: Backend>(
                 let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
                 b.argmax(&l, 1, model.config.vocab)?;
             }
-            let names: Vec<String> = kernel.map_or(Vec::new(), |k| {
-                k.split('+').map(str::to_string).collect()
-            });
+            let names: Vec<String> =
+                kernel.map_or(Vec::new(), |k| k.split('+').map(str::to_string).collect());
             b.leave_out(&names)?;
             let d = decode(b, model, &mut cache, n, ids.take(1)[0]);
             b.leave_out(&[])?;

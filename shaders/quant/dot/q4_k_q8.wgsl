@@ -5,6 +5,48 @@
 // Σ (d·sc·q − dmin·m)·x ≈ d·sc·dx·Σ q·xq − dmin·m·dx·Σ xq over the unit's 16 values.
 const PD: u32 = 32u;
 
+// The staged activations unit u of a row multiplies (UnitX is in x_q8.wgsl: `matvecs` copies this
+// file per weight, a struct must be declared once), where the row's first staged group is g0.
+fn unit_x(u: u32, g0: u32) -> UnitX {
+    let part = u % 8u;
+    let pair = part / 2u;
+    // Sub-blocks (groups of 32 activations) 2 pair and 2 pair + 1 of block u / 8; the unit's
+    // values are half part % 2 of each.
+    let g = g0 + (u / 8u) * 8u + 2u * pair;
+    let slo = xs[g];
+    let shi = xs[g + 1u];
+    let odd = part % 2u == 1u;
+    return UnitX(
+        xq[2u * g + part % 2u],
+        xq[2u * g + 2u + part % 2u],
+        vec2<f32>(slo.x, shi.x),
+        vec2<f32>(select(slo.y, slo.z, odd), select(shi.y, shi.z, odd)),
+    );
+}
+
+// One unit's 16 weight bytes `q` (block header `h`) · its staged activations.
+fn unit_mul(h: vec4<u32>, q: vec4<u32>, u: u32, x: UnitX) -> f32 {
+    let pair = (u % 8u) / 2u;
+    let dm = unpack2x16float(h.x);
+    let s0 = k4_scale_min(h, 2u * pair);
+    let s1 = k4_scale_min(h, 2u * pair + 1u);
+    var lo = 0;
+    var hi = 0;
+    for (var j = 0u; j < 4u; j++) {
+        lo += dot4I8Packed(q[j] & 0x0f0f0f0fu, x.lo[j]);
+        hi += dot4I8Packed((q[j] >> 4u) & 0x0f0f0f0fu, x.hi[j]);
+    }
+    return dm.x * (s0.x * x.d.x * f32(lo) + s1.x * x.d.y * f32(hi))
+        - dm.y * (s0.y * x.sum.x + s1.y * x.sum.y);
+}
+
+// The block header and the 16 bytes of unit u of the row from quad r0: what `unit_mul` reads,
+// for kernels that issue several rows' loads before their first multiply (moe_down_units.wgsl).
+fn unit_load(r0: u32, u: u32) -> array<vec4<u32>, 2> {
+    let b = r0 + (u / 8u) * 9u;
+    return array<vec4<u32>, 2>(wq(b), wq(b + 1u + u % 8u));
+}
+
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
 // activations of the row that x holds from vec4 index xb0 (where stage_x read it, or one of
 // the rows stage_rows read).
@@ -25,32 +67,10 @@ fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
             if u >= units {
                 break;
             }
-            let part = u % 8u;
-            let pair = part / 2u;
-            // Sub-blocks (groups of 32 activations) 2 pair and 2 pair + 1 of block u / 8; the
-            // unit's values are half part % 2 of each.
-            let g = g0 + (u / 8u) * 8u + 2u * pair;
-            let xlo = xq[2u * g + part % 2u];
-            let xhi = xq[2u * g + 2u + part % 2u];
-            let slo = xs[g];
-            let shi = xs[g + 1u];
-            let sumlo = select(slo.y, slo.z, part % 2u == 1u);
-            let sumhi = select(shi.y, shi.z, part % 2u == 1u);
+            let x = unit_x(u, g0);
             for (var k = 0u; k < RT; k++) {
                 if k >= klo && k < khi {
-                    let h = hd[k * UN + i];
-                    let q = qs[k * UN + i];
-                    let dm = unpack2x16float(h.x);
-                    let s0 = k4_scale_min(h, 2u * pair);
-                    let s1 = k4_scale_min(h, 2u * pair + 1u);
-                    var lo = 0;
-                    var hi = 0;
-                    for (var j = 0u; j < 4u; j++) {
-                        lo += dot4I8Packed(q[j] & 0x0f0f0f0fu, xlo[j]);
-                        hi += dot4I8Packed((q[j] >> 4u) & 0x0f0f0f0fu, xhi[j]);
-                    }
-                    acc[k] += dm.x * (s0.x * slo.x * f32(lo) + s1.x * shi.x * f32(hi))
-                        - dm.y * (s0.y * sumlo + s1.y * sumhi);
+                    acc[k] += unit_mul(hd[k * UN + i], qs[k * UN + i], u, x);
                 }
             }
         }

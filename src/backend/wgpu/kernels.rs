@@ -23,8 +23,12 @@ const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
 const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
+const MATMUL_SEL_PAIR_IO: &str = include_str!("../../../shaders/matmul_sel_pair_io.wgsl");
 const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
+const MATMUL_SEL_PAIR_UNITS: &str = include_str!("../../../shaders/matmul_sel_pair_units.wgsl");
+const MOE_DOWN_IO: &str = include_str!("../../../shaders/moe_down_io.wgsl");
 const MOE_DOWN: &str = include_str!("../../../shaders/moe_down.wgsl");
+const MOE_DOWN_UNITS: &str = include_str!("../../../shaders/moe_down_units.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
@@ -138,6 +142,14 @@ fn bind_weight(src: String, ty: GgmlType) -> String {
     } else {
         src
     }
+}
+
+/// Whether the several-weight decode kernels take their entries that issue every weight's
+/// loads before the first multiply (`moe_down_units.wgsl`, `matmul_sel_pair_units.wgsl`):
+/// for the types whose dot file has `unit_load`, `unit_x` and `unit_mul` (Q4_K's integer dot
+/// products).
+pub fn unit_loads(ty: GgmlType, q8: bool) -> bool {
+    ty == GgmlType::Q4_K && q8
 }
 
 /// Whether `ty`'s `rows_dot` loads UN units per lane before its first multiply (the host
@@ -457,11 +469,23 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, 2, MATMUL_SEL_PAIR, false)
+            let entry = if unit_loads(ty, key.q8) {
+                MATMUL_SEL_PAIR_UNITS
+            } else {
+                MATMUL_SEL_PAIR
+            };
+            let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, false)
         }
-        (Kernel::MoeDown, _, Some(ty)) => fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, false),
-        (Kernel::MoeDownSwiglu, _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, 2, MOE_DOWN, true)
+        (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
+            let entry = if unit_loads(ty, key.q8) {
+                MOE_DOWN_UNITS
+            } else {
+                MOE_DOWN
+            };
+            let swiglu = key.kernel == Kernel::MoeDownSwiglu;
+            let src = format!("{MOE_DOWN_IO}\n{entry}");
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, swiglu)
         }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",

@@ -438,12 +438,18 @@ impl WgpuBackend {
             w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, 0,
         ]
         .map(|v| v as u32);
+        // The unit-load entry serves a block of rows of both weights in one workgroup.
+        let workgroups_per_block = if kernels::unit_loads(w[0].ty, key.q8) {
+            1
+        } else {
+            2
+        };
         self.run_shaped(
             key,
             Some(w[0].ne),
             &[x, &w[0].parts[0].buf, &w[1].parts[0].buf, y[0], y[1], ids],
             &params,
-            2 * s.per.div_ceil(rpw) * s.pairs,
+            workgroups_per_block * s.per.div_ceil(rpw) * s.pairs,
         )
     }
 

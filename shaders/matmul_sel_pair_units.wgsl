@@ -1,0 +1,77 @@
+// `matmul_sel_pair` for Q4_K on integer dot products (the host takes this entry instead of
+// matmul_sel_pair.wgsl's there, and dispatches half the workgroups): a workgroup serves its
+// rows of both weights, and each lane issues the loads of its units in both rows (up to AHEAD
+// units each) before its first multiply, so that one memory round trip serves the pair where
+// one workgroup per weight made one each and staged the activations twice. Uses
+// dot/q4_k_q8.wgsl's unit_load, unit_x and unit_mul through their copies for W_0 (_0) and
+// W_1 (_1).
+
+// Units per lane in flight at once, per weight (a 2304-value row has 72: 3 per lane of 32).
+const AHEAD: u32 = 4u;
+
+@compute @workgroup_size(256)
+fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lin = wid.x + wid.y * nwg.x;
+    let groups = (p.per + RPW - 1u) / RPW;
+    let pair = lin / groups;
+    if pair >= p.pairs {
+        return;
+    }
+    let r = (lin % groups) * RPW + (li / TPR) * RT;
+    let lane = li % TPR;
+    let n = min(RT, max(p.per, r) - r);
+    let xb0 = (pair / p.x_div) * p.x_stride / 4u;
+    stage_x(li, xb0);
+    let units = (p.cols / QK) * 8u;
+    // In quads: rows and blocks are multiples of 16 bytes.
+    let stride = row_bytes_0() >> 4u;
+    let g0 = (xb0 - x_base) / 8u;
+    // acc[k] holds row r + k's products with W_0 and W_1 in .x and .y.
+    var acc: array<vec2<f32>, 4>;
+    for (var k = 0u; k < n; k++) {
+        let r0 = (ids[pair] * p.per + r + k) * stride;
+        for (var u0 = lane; u0 < units; u0 += TPR * AHEAD) {
+            var l0: array<array<vec4<u32>, 2>, AHEAD>;
+            var l1: array<array<vec4<u32>, 2>, AHEAD>;
+            for (var i = 0u; i < AHEAD; i++) {
+                let u = u0 + i * TPR;
+                if u < units {
+                    l0[i] = unit_load_0(r0, u);
+                    l1[i] = unit_load_1(r0, u);
+                }
+            }
+            for (var i = 0u; i < AHEAD; i++) {
+                let u = u0 + i * TPR;
+                if u < units {
+                    let x = unit_x_0(u, g0);
+                    acc[k] += vec2<f32>(
+                        unit_mul_0(l0[i][0], l0[i][1], u, x),
+                        unit_mul_0(l1[i][0], l1[i][1], u, x),
+                    );
+                }
+            }
+        }
+    }
+    // reduce_rows sums 4 values per lane: both weights' rows at once where RT ≤ 2, else in two
+    // passes (a barrier between: the second rewrites what the first's last step reads).
+    var s: array<vec2<f32>, 4>;
+    if RT <= 2u {
+        let v = reduce_rows(li, vec4<f32>(acc[0], acc[1]));
+        s[0] = v.xy;
+        s[1] = v.zw;
+    } else {
+        let v0 = reduce_rows(li, vec4<f32>(acc[0].x, acc[1].x, acc[2].x, acc[3].x));
+        workgroupBarrier();
+        let v1 = reduce_rows(li, vec4<f32>(acc[0].y, acc[1].y, acc[2].y, acc[3].y));
+        for (var k = 0u; k < 4u; k++) {
+            s[k] = vec2<f32>(v0[k], v1[k]);
+        }
+    }
+    if lane == 0u {
+        for (var k = 0u; k < n; k++) {
+            let i = p.y_off + pair * p.y_stride + r + k;
+            y0[i] = s[k].x;
+            y1[i] = s[k].y;
+        }
+    }
+}
