@@ -75,7 +75,13 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
         threads_per_row(w.ty, w.ne[0], rows)
     };
     let groups = MV_WG / tpr;
-    let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS {
+    let q8 = q8 && kernels::q8_dots(w.ty, w.ne[0]);
+    // The unit-load entries of the several-weight kernels hold one row's loads per lane.
+    let unit_entry = matches!(
+        kernel,
+        Kernel::MatmulSelPair | Kernel::MoeDown | Kernel::MoeDownSwiglu
+    ) && kernels::unit_loads(w.ty, q8);
+    let rt = if rows / (groups * 4) >= BUSY_WORKGROUPS && !unit_entry {
         4
     } else {
         1
@@ -89,7 +95,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     };
     let key = KernelKey {
         spec: (tpr | rt << 16 | un << 32) as u64,
-        q8: q8 && kernels::q8_dots(w.ty, w.ne[0]),
+        q8,
         ..KernelKey::typed(kernel, w.ty)
     };
     (key, groups * rt)
