@@ -10,6 +10,7 @@ use clap::Args;
 use super::backend::{BackendArgs, with_backend};
 use kiln::backend::Backend;
 use kiln::gguf::Gguf;
+use kiln::model::weights::Mixer;
 use kiln::model::{Greedy, HybridCache, Logits, MAX_UBATCH, Model};
 
 #[derive(Args, Debug)]
@@ -75,11 +76,14 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     let mut ids = TokenStream::new(model.config.vocab);
     // Compiles the kernels of both the prompt and the decode paths, and lets a GPU backend
     // allocate a prompt's temporaries, before anything is timed (as llama-bench's warm-up run).
+    // The decode warm-up is as long as a test, so that the first repetition does not pay
+    // for what settles over a run (clocks, caches, bind groups of a fresh cache's buffers).
     let warm = args.n_prompt.clamp(2, MAX_UBATCH);
-    let mut cache = model.new_cache(b, warm + 1)?;
+    let warm_gen = args.n_gen.max(1);
+    let mut cache = model.new_cache(b, warm + warm_gen)?;
     let l = model.forward(b, &ids.take(warm), &mut cache, Logits::Last)?;
     b.argmax(&l, 1, model.config.vocab)?;
-    decode(b, &model, &mut cache, 1, ids.take(1)[0])?;
+    decode(b, &model, &mut cache, warm_gen, ids.take(1)[0])?;
     drop(cache);
     if args.profile {
         b.start_profile()?;
@@ -190,6 +194,7 @@ fn ablate<B: Backend>(
     ids: &mut TokenStream,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
+    dispatch_chains(b, model)?;
     let (depth, n) = (args.depth[0], args.n_gen);
     let mut out = format!("\nablation: tg{n} at depth {depth} without each kernel's dispatches\n");
     out += "| left out | t/s | saves ms/token |\n| -------- | --: | -------------: |\n";
@@ -219,6 +224,40 @@ fn ablate<B: Backend>(
             full - ms
         ))?;
     }
+    Ok(())
+}
+
+/// The time per dispatch of long chains of dependent ones (each writes what the next writes,
+/// so the device orders them), for reading `--ablate`'s table: a residual add of one token,
+/// the cost of any dispatch, and the first layer's output projection for one token.
+fn dispatch_chains<B: Backend>(b: &B, model: &Model<'_, B>) -> anyhow::Result<()> {
+    const CHAIN: usize = 400;
+    let d = model.config.hidden;
+    let x = b.alloc(d)?;
+    let mut acc = b.alloc(d)?;
+    let time = |op: &mut dyn FnMut() -> kiln::backend::Result<()>| -> anyhow::Result<f64> {
+        op()?;
+        b.read(&x, 1)?;
+        let t0 = Instant::now();
+        for _ in 0..CHAIN {
+            op()?;
+        }
+        b.read(&x, 1)?;
+        Ok(1e6 * t0.elapsed().as_secs_f64() / CHAIN as f64)
+    };
+    let add = time(&mut || b.add(&mut acc, &x, d))?;
+    let mut line = format!("\ndependent dispatches: add of {d} values {add:.1} µs each");
+    if let Some(layer) = model.weights.layers.first() {
+        let cfg = &model.config;
+        let (w, cols) = match &layer.mixer {
+            Mixer::Kda(lw) => (&lw.out, cfg.n_head * cfg.kda_head_dim),
+            Mixer::Mla(lw) => (&lw.out, cfg.n_head * cfg.v_head_dim),
+        };
+        let o = b.alloc(cols)?;
+        let mv = time(&mut || b.matmul(w, &o, 1, &mut acc))?;
+        line += &format!("; layer 0's output projection of one token {mv:.1} µs each");
+    }
+    super::print_stdout(&format!("{line}\n"))?;
     Ok(())
 }
 
