@@ -5,6 +5,8 @@
 // (decode: once per token). Heads × column blocks workgroups keep the GPU busy even for one
 // token.
 // Per token: q, k L2-normalised; S ← Diag(exp g) S; δ = β (v − Sᵀk); S ← S + k δᵀ; o = Sᵀq.
+// g and β arrive raw: the scan applies their gates as it stages them, g ← a[h] · softplus(g +
+// dt_bias) and β ← sigmoid(β), so that they need no dispatch of their own.
 // The column sums over r are `group_sum`s over a column's RG threads (kernels.rs prepends
 // kda_sum_subgroup.wgsl, shuffles within a subgroup, or kda_sum_workgroup.wgsl).
 // The inputs arrive in chunks of TC tokens staged in workgroup memory, with the chunk's q and k
@@ -28,6 +30,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o: array<f32>;
 @group(0) @binding(7) var<uniform> p: Params;
+@group(0) @binding(8) var<storage, read> dt_bias: array<f32>;
+@group(0) @binding(9) var<storage, read> a: array<f32>;
 
 // The head dim, fixed per pipeline so that the loops over it have a constant trip count.
 override D: u32 = 128u;
@@ -51,6 +55,29 @@ var<workgroup> cv: array<f32, MAX_TC * CB>;
 var<workgroup> cbeta: array<f32, MAX_TC>;
 // Per chunk token: 1 / |q| (times the query scale) and 1 / |k|.
 var<workgroup> cinv: array<vec2<f32>, MAX_TC>;
+// The head's decay gate bias per key channel.
+var<workgroup> cdt: array<f32, MAX_D>;
+
+// ln(1 + e) without losing e's bits when e is tiny (WGSL has no log1p): the rounding of 1 + e
+// is undone by the ratio e / (u − 1).
+fn log1p(e: f32) -> f32 {
+    let u = 1.0 + e;
+    if u == 1.0 {
+        return e;
+    }
+    return log(u) * (e / (u - 1.0));
+}
+
+// The per-channel decay factor exp(a_h · softplus(g + bias)), from a raw g.
+fn decay(g: f32, bias: f32, a_h: f32) -> f32 {
+    let y = g + bias;
+    var sp = y;
+    // Same cut-over as transformers and fla: softplus(y) = y above 20.
+    if y <= 20.0 {
+        sp = log1p(exp(y));
+    }
+    return exp(a_h * sp);
+}
 
 // One chunk's inputs as a thread loads them: its share of q, k, g (flat over the chunk's
 // tokens × D), of its workgroup's value columns, and one β.
@@ -88,22 +115,22 @@ fn load_chunk(c0: u32, n: u32, h: u32, col0: u32, li: u32) -> Chunk {
     return x;
 }
 
-// Stages a loaded chunk (n tokens) in workgroup memory and computes its tokens' inverse norms.
-// Called by every thread.
-fn stage_chunk(x: Chunk, n: u32, li: u32, rg: u32) {
+// Stages a loaded chunk (n tokens) in workgroup memory, gating its g and β (a_h is head h's
+// a), and computes its tokens' inverse norms. Called by every thread.
+fn stage_chunk(x: Chunk, n: u32, li: u32, rg: u32, a_h: f32) {
     for (var m = 0u; m < PER_QKG; m++) {
         let e = li + m * WG;
         if e < n * D {
             cq[e] = x.q[m];
             ck[e] = x.k[m];
-            ca[e] = exp(x.g[m]);
+            ca[e] = decay(x.g[m], cdt[e % D], a_h);
         }
     }
     for (var m = 0u; m < PER_V; m++) {
         cv[li + m * WG] = x.v[m];
     }
     if li < n {
-        cbeta[li] = x.beta;
+        cbeta[li] = 1.0 / (1.0 + exp(-x.beta));
     }
     workgroupBarrier();
     // Vector u = 2c + (0 for q, 1 for k) of the chunk's 2n, summed by the RG threads of a group.
@@ -149,6 +176,12 @@ fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             s[m] = 0.0;
         }
     }
+    if li < D {
+        cdt[li] = dt_bias[h * D + li];
+    }
+    let a_h = a[h];
+    // The biases are staged before the first chunk's gates read them.
+    workgroupBarrier();
     let width = p.heads * D;
     let tc = min(MAX_TC, CHUNK / D);
     // The next chunk is loaded into registers while the current one is processed, so that the
@@ -156,7 +189,7 @@ fn kda_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     var next = load_chunk(0u, min(tc, p.t), h, col0, li);
     for (var c0 = 0u; c0 < p.t; c0 += tc) {
         let n = min(tc, p.t - c0);
-        stage_chunk(next, n, li, rg);
+        stage_chunk(next, n, li, rg, a_h);
         if c0 + tc < p.t {
             next = load_chunk(c0 + tc, min(tc, p.t - c0 - tc), h, col0, li);
         }

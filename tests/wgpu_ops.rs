@@ -626,47 +626,11 @@ fn short_conv_of_three_streams_with_state() {
 }
 
 #[test]
-fn kda_gate_and_gated_rms_norm() {
+fn gated_rms_norm() {
     let (g, c) = (gpu(), cpu());
     let mut r = Rng(7);
     let dm = kda_dims(3, 32);
     let (t, wd) = (4, dm.width());
-    // Pre-activations from −30 to 30 cross softplus's cut-over at 20 and its tiny tail.
-    let gv: Vec<f32> = r.vec(t * wd, 30.0);
-    let bv = r.vec(t * dm.heads, 4.0);
-    let dt = Tensor::new("dt", GgmlType::F32, [wd, 1, 1, 1], &r.vec(wd, 1.0));
-    let a = Tensor::new(
-        "a",
-        GgmlType::F32,
-        [1, dm.heads, 1, 1],
-        &r.vec(dm.heads, 1.0)
-            .iter()
-            .map(|u| -(1.0 + 7.5 * (u + 1.0)))
-            .collect::<Vec<_>>(),
-    );
-    fn gate<B: Backend>(
-        b: &B,
-        gv: &[f32],
-        bv: &[f32],
-        dt: &Tensor,
-        a: &Tensor,
-        t: usize,
-        dm: KdaDims,
-    ) -> Vec<f32> {
-        let (dtb, ab) = (b.upload(dt.view()).unwrap(), b.upload(a.view()).unwrap());
-        let (mut gb, mut bb) = (buf(b, gv), buf(b, bv));
-        b.kda_gate(&mut gb, &mut bb, &dtb, &ab, t, dm).unwrap();
-        let mut v = b.read(&gb, gv.len()).unwrap();
-        v.extend(b.read(&bb, bv.len()).unwrap());
-        v
-    }
-    assert_close(
-        "kda_gate",
-        &gate(&g, &gv, &bv, &dt, &a, t, dm),
-        &gate(&c, &gv, &bv, &dt, &a, t, dm),
-        F32_NMSE,
-    );
-
     let o = r.vec(t * wd, 2.0);
     let gt = r.vec(t * wd, 3.0);
     let nw = Tensor::new(
@@ -700,48 +664,54 @@ fn kda_gate_and_gated_rms_norm() {
     );
 }
 
-/// Gate values shaped like the real model's, through the CPU gate.
-fn kda_inputs(t: usize, dm: KdaDims, r: &mut Rng) -> [Vec<f32>; 5] {
+/// A delta rule's raw inputs (q, k, v, g, beta) and its gates' weights.
+struct KdaCase {
+    inp: [Vec<f32>; 5],
+    dt_bias: Tensor,
+    a: Tensor,
+}
+
+/// Raw inputs whose gated decay is shaped like the real model's; `g_span` widens the decay
+/// pre-activations (30 crosses softplus's cut-over at 20 and reaches its tiny tail).
+fn kda_case(t: usize, dm: KdaDims, g_span: f32, r: &mut Rng) -> KdaCase {
     let wd = dm.width();
     let (q, k, v) = (r.vec(t * wd, 1.0), r.vec(t * wd, 1.0), r.vec(t * wd, 1.0));
-    let mut g: Vec<f32> = r.vec(t * wd, 1.0).iter().map(|x| x * 6.0 - 1.0).collect();
-    let mut beta = r.vec(t * dm.heads, 1.0);
-    let c = cpu();
-    let dt = Tensor::new("dt", GgmlType::F32, [wd, 1, 1, 1], &r.vec(wd, 1.0));
+    let g: Vec<f32> = r.vec(t * wd, g_span);
+    let beta = r.vec(t * dm.heads, 4.0);
+    let dt_bias = Tensor::new("dt", GgmlType::F32, [wd, 1, 1, 1], &r.vec(wd, 1.0));
     let av: Vec<f32> = r
         .vec(dm.heads, 1.0)
         .iter()
         .map(|u| -(1.0 + 7.5 * (u + 1.0)))
         .collect();
     let a = Tensor::new("a", GgmlType::F32, [1, dm.heads, 1, 1], &av);
-    c.kda_gate(
-        &mut g,
-        &mut beta,
-        &c.upload(dt.view()).unwrap(),
-        &c.upload(a.view()).unwrap(),
-        t,
-        dm,
-    )
-    .unwrap();
-    [q, k, v, g, beta]
+    KdaCase {
+        inp: [q, k, v, g, beta],
+        dt_bias,
+        a,
+    }
 }
 
 fn delta_rule<B: Backend>(
     b: &B,
-    inp: &[Vec<f32>; 5],
+    case: &KdaCase,
     s0: &[f32],
     t: usize,
     dm: KdaDims,
     chunked: bool,
 ) -> Vec<f32> {
-    let [q, k, v, g, beta] = inp;
+    let [q, k, v, g, beta] = &case.inp;
     let (qb, kb, vb, gb, bb) = (buf(b, q), buf(b, k), buf(b, v), buf(b, g), buf(b, beta));
+    let dt_bias = b.upload(case.dt_bias.view()).unwrap();
+    let a = b.upload(case.a.view()).unwrap();
     let x = KdaInputs {
         q: &qb,
         k: &kb,
         v: &vb,
         g: &gb,
         beta: &bb,
+        dt_bias: &dt_bias,
+        a: &a,
     };
     let mut st = buf(b, s0);
     let mut o = b.alloc(t * dm.width()).unwrap();
@@ -757,7 +727,8 @@ fn delta_rule<B: Backend>(
 
 /// The scan stages its inputs in chunks of 1024 / d tokens (8 at d = 128, 51 at d = 20, 4 at
 /// d = 256): one token, one chunk and part of one, several chunks with a remainder, with the
-/// column sums over subgroups and through workgroup memory.
+/// column sums over subgroups and through workgroup memory; and gates whose pre-activations
+/// cross softplus's cut-over.
 #[test]
 fn kda_recurrent_and_chunked_from_a_nonzero_state() {
     let c = cpu();
@@ -765,14 +736,22 @@ fn kda_recurrent_and_chunked_from_a_nonzero_state() {
     for g in &both_reductions() {
         for (heads, d) in [(2, 32), (1, 128), (3, 24), (2, 20), (1, 256)] {
             let dm = kda_dims(heads, d);
-            for (t, chunked) in [(1, false), (3, false), (1, true), (70, true), (9, true)] {
-                let inp = kda_inputs(t, dm, &mut r);
+            for (t, chunked, g_span) in [
+                (1, false, 3.0),
+                (3, false, 3.0),
+                (1, true, 3.0),
+                (70, true, 3.0),
+                (9, true, 3.0),
+                (4, false, 30.0),
+            ] {
+                let case = kda_case(t, dm, g_span, &mut r);
                 let s0 = r.vec(heads * d * d, 1.0);
-                let got = delta_rule(g, &inp, &s0, t, dm, chunked);
-                let want = delta_rule(&c, &inp, &s0, t, dm, chunked);
+                let got = delta_rule(g, &case, &s0, t, dm, chunked);
+                let want = delta_rule(&c, &case, &s0, t, dm, chunked);
                 assert_close(
                     &format!(
-                        "kda heads {heads} d {d} t {t} chunked {chunked} subgroups {}",
+                        "kda heads {heads} d {d} t {t} chunked {chunked} g span {g_span} \
+                         subgroups {}",
                         g.subgroups()
                     ),
                     &got,

@@ -80,14 +80,21 @@ impl KdaDims {
     }
 }
 
-/// The five per-token inputs of the delta rule, all `[t, heads * head_dim]` except `beta`
-/// (`[t, heads]`); q and k are raw (normalised inside the op), g is the log-space decay.
-pub struct KdaInputs<'a, B: Backend + ?Sized> {
+/// The per-token inputs of the delta rule, all `[t, heads * head_dim]` except `beta`
+/// (`[t, heads]`), and the gate weights. q and k are raw (normalised inside the op); g and beta
+/// are raw too: the op applies the gates, `g ← a[h] · softplus(g + dt_bias)` (the log-space
+/// decay; `a` = −exp(A_log) per head) and `beta ← sigmoid(beta)`, as it reads them, so that a
+/// GPU backend needs no pass of their own.
+pub struct KdaInputs<'a, 'w, B: Backend + ?Sized> {
     pub q: &'a B::Buf,
     pub k: &'a B::Buf,
     pub v: &'a B::Buf,
     pub g: &'a B::Buf,
     pub beta: &'a B::Buf,
+    /// `[heads * head_dim]`.
+    pub dt_bias: &'a B::Weight<'w>,
+    /// `[heads]`.
+    pub a: &'a B::Weight<'w>,
 }
 
 /// Dimensions of an MLA layer.
@@ -301,21 +308,10 @@ pub trait Backend: Sync {
         dims: KdaDims,
         out: &mut [Self::Buf; 3],
     ) -> Result<()>;
-    /// In place: `g ← a[h] · softplus(g + dt_bias)` (`a` = −exp(A_log) per head) and
-    /// `beta ← sigmoid(beta)`.
-    fn kda_gate(
-        &self,
-        g: &mut Self::Buf,
-        beta: &mut Self::Buf,
-        dt_bias: &Self::Weight<'_>,
-        a: &Self::Weight<'_>,
-        t: usize,
-        dims: KdaDims,
-    ) -> Result<()>;
     /// The delta rule one token at a time; `state` is `[heads, head_dim (key), head_dim (value)]`.
     fn kda_recurrent(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut Self::Buf,
         t: usize,
         dims: KdaDims,
@@ -324,7 +320,7 @@ pub trait Backend: Sync {
     /// The same result as [`Backend::kda_recurrent`], computed chunk by chunk (prefill).
     fn kda_chunked(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut Self::Buf,
         t: usize,
         dims: KdaDims,

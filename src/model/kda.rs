@@ -55,7 +55,6 @@ pub fn forward<B: Backend>(
 
     let mut g = b.scratch(t * c)?;
     b.matmul(&w.f_b, &f_low, t, &mut g)?;
-    b.kda_gate(&mut g, &mut beta, &w.dt_bias, &w.a, t, dm)?;
 
     let mut o = b.scratch(t * c)?;
     let inputs = KdaInputs {
@@ -64,6 +63,8 @@ pub fn forward<B: Backend>(
         v: &qkv[2],
         g: &g,
         beta: &beta,
+        dt_bias: &w.dt_bias,
+        a: &w.a,
     };
     if t == 1 {
         b.kda_recurrent(inputs, state, t, dm, &mut o)?;

@@ -223,39 +223,16 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn kda_gate(
-        &self,
-        g: &mut Vec<f32>,
-        beta: &mut Vec<f32>,
-        dt_bias: &CpuWeight<'_>,
-        a: &CpuWeight<'_>,
-        t: usize,
-        dims: KdaDims,
-    ) -> Result<()> {
-        check_len(g, t * dims.width())?;
-        check_len(beta, t * dims.heads)?;
-        let (dt_bias, a) = (dt_bias.values()?, a.values()?);
-        check_len(&dt_bias, dims.width())?;
-        check_len(&a, dims.heads)?;
-        kda::gate(
-            &mut g[..t * dims.width()],
-            &mut beta[..t * dims.heads],
-            &dt_bias,
-            &a,
-            dims,
-        );
-        Ok(())
-    }
-
     fn kda_recurrent(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut Vec<f32>,
         t: usize,
         dims: KdaDims,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let x = kda::Inputs::checked(x.q, x.k, x.v, x.g, x.beta, t, dims)?;
+        let (g, beta) = gated(&x, t, dims)?;
+        let x = kda::Inputs::checked(x.q, x.k, x.v, &g, &beta, t, dims)?;
         check_len(state, dims.heads * dims.head_dim * dims.head_dim)?;
         check_len(out, t * dims.width())?;
         kda::recurrent(&x, state, dims, out);
@@ -264,13 +241,14 @@ impl Backend for CpuBackend {
 
     fn kda_chunked(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut Vec<f32>,
         t: usize,
         dims: KdaDims,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let x = kda::Inputs::checked(x.q, x.k, x.v, x.g, x.beta, t, dims)?;
+        let (g, beta) = gated(&x, t, dims)?;
+        let x = kda::Inputs::checked(x.q, x.k, x.v, &g, &beta, t, dims)?;
         check_len(state, dims.heads * dims.head_dim * dims.head_dim)?;
         check_len(out, t * dims.width())?;
         kda::chunked(&x, state, dims, out);
@@ -371,4 +349,21 @@ fn shape(w: &CpuWeight<'_>, expected: String) -> BackendError {
         expected: format!("ne {expected}"),
         ne: w.ne,
     }
+}
+
+/// The delta rule's decay and beta with their gates applied (what the inputs hold raw).
+fn gated(
+    x: &KdaInputs<'_, '_, CpuBackend>,
+    t: usize,
+    dims: KdaDims,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    check_len(x.g, t * dims.width())?;
+    check_len(x.beta, t * dims.heads)?;
+    let (dt_bias, a) = (x.dt_bias.values()?, x.a.values()?);
+    check_len(&dt_bias, dims.width())?;
+    check_len(&a, dims.heads)?;
+    let mut g = x.g[..t * dims.width()].to_vec();
+    let mut beta = x.beta[..t * dims.heads].to_vec();
+    kda::gate(&mut g, &mut beta, &dt_bias, &a, dims);
+    Ok((g, beta))
 }

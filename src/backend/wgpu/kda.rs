@@ -1,6 +1,6 @@
 //! Dispatch math of the KDA ops: the short convolutions (a thread per channel of the three
-//! streams and block of tokens), the gates (a thread per value), and the delta rule (a
-//! workgroup per 32 value columns of a head, `shaders/kda_scan.wgsl`).
+//! streams and block of tokens) and the delta rule with its gates (a workgroup per 32 value
+//! columns of a head, `shaders/kda_scan.wgsl`).
 
 use super::kernels::{Kernel, KernelKey};
 use super::{
@@ -17,6 +17,8 @@ const MAX_CONV: usize = 8;
 const CONV_TOKENS: usize = 8;
 /// Storage buffers the short conv binds: input, taps, state and output of three streams.
 const CONV_BINDINGS: u32 = 12;
+/// Storage buffers the scan binds: q, k, v, g, β, state, output and the gates' dt_bias and a.
+const SCAN_BINDINGS: u32 = 9;
 
 impl WgpuBackend {
     /// The three streams' convolutions as one dispatch, a thread per channel of each and block
@@ -69,42 +71,10 @@ impl WgpuBackend {
         )
     }
 
-    pub(super) fn kda_gate_op(
-        &self,
-        g: &mut WgpuBuf,
-        beta: &mut WgpuBuf,
-        dt_bias: &WgpuWeight<'_>,
-        a: &WgpuWeight<'_>,
-        t: usize,
-        dims: KdaDims,
-    ) -> Result<()> {
-        check_len(g.len, t * dims.width())?;
-        check_len(beta.len, t * dims.heads)?;
-        if dt_bias.n_elements() < dims.width() {
-            return Err(dt_bias.shape_error(format!("[{}]", dims.width())));
-        }
-        if a.n_elements() < dims.heads {
-            return Err(a.shape_error(format!("[1, {}]", dims.heads)));
-        }
-        let (dt, av) = (self.values(dt_bias)?, self.values(a)?);
-        let n = t * (dims.width() + dims.heads);
-        self.run(
-            KernelKey::plain(Kernel::KdaGate),
-            &[&g.buf, &beta.buf, &dt, &av],
-            &[
-                dims.width() as u32,
-                t as u32,
-                dims.head_dim as u32,
-                dims.heads as u32,
-            ],
-            n.div_ceil(256),
-        )
-    }
-
     /// The delta rule over `t` tokens in order; serves both decode and prefill.
     pub(super) fn kda_scan(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut WgpuBuf,
         t: usize,
         dims: KdaDims,
@@ -122,6 +92,19 @@ impl WgpuBackend {
         check_len(x.beta.len, t * dims.heads)?;
         check_len(state.len, dims.heads * d * d)?;
         check_len(out.len, n)?;
+        if x.dt_bias.n_elements() < dims.width() {
+            return Err(x.dt_bias.shape_error(format!("[{}]", dims.width())));
+        }
+        if x.a.n_elements() < dims.heads {
+            return Err(x.a.shape_error(format!("[1, {}]", dims.heads)));
+        }
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
+        if bindings < SCAN_BINDINGS {
+            return Err(BackendError::Gpu(format!(
+                "the KDA scan binds {SCAN_BINDINGS} storage buffers; the adapter allows {bindings}"
+            )));
+        }
+        let (dt, a) = (self.values(x.dt_bias)?, self.values(x.a)?);
         let key = KernelKey {
             spec: d as u64,
             ..KernelKey::plain(Kernel::KdaScan)
@@ -136,6 +119,8 @@ impl WgpuBackend {
                 &x.beta.buf,
                 &state.buf,
                 &out.buf,
+                &dt,
+                &a,
             ],
             &[
                 t as u32,

@@ -32,7 +32,6 @@ const MOE_DOWN_UNITS: &str = include_str!("../../../shaders/moe_down_units.wgsl"
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
-const KDA_GATE: &str = include_str!("../../../shaders/kda_gate.wgsl");
 const KDA_SCAN: &str = include_str!("../../../shaders/kda_scan.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
@@ -212,7 +211,6 @@ pub enum Kernel {
     ArgmaxPart,
     ArgmaxMerge,
     ShortConv,
-    KdaGate,
     KdaScan,
     MlaAppend,
     MlaAttend,
@@ -310,8 +308,7 @@ impl Kernel {
                 &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
                 12,
             ),
-            Kernel::KdaGate => d(KDA_GATE, "kda_gate", false, &[0, 1, 2, 3], 4),
-            Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6], 7),
+            Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6, 8, 9], 7),
             Kernel::MlaAppend => d(MLA, "mla_append", false, &[0, 1, 2], 4),
             Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 5, 3], 4),
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
@@ -760,7 +757,6 @@ mod tests {
             Kernel::ArgmaxPart,
             Kernel::ArgmaxMerge,
             Kernel::ShortConv,
-            Kernel::KdaGate,
             Kernel::KdaScan,
             Kernel::MlaAppend,
             Kernel::MlaAttend,

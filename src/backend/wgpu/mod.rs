@@ -796,21 +796,9 @@ impl Backend for WgpuBackend {
         self.short_conv_op(x, w, state, t, dims, out)
     }
 
-    fn kda_gate(
-        &self,
-        g: &mut WgpuBuf,
-        beta: &mut WgpuBuf,
-        dt_bias: &WgpuWeight<'_>,
-        a: &WgpuWeight<'_>,
-        t: usize,
-        dims: KdaDims,
-    ) -> Result<()> {
-        self.kda_gate_op(g, beta, dt_bias, a, t, dims)
-    }
-
     fn kda_recurrent(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut WgpuBuf,
         t: usize,
         dims: KdaDims,
@@ -821,7 +809,7 @@ impl Backend for WgpuBackend {
 
     fn kda_chunked(
         &self,
-        x: KdaInputs<'_, Self>,
+        x: KdaInputs<'_, '_, Self>,
         state: &mut WgpuBuf,
         t: usize,
         dims: KdaDims,
