@@ -625,6 +625,131 @@ fn short_conv_of_three_streams_with_state() {
     );
 }
 
+/// `kda_projections` over the token ranges `calls`: the q, k, v projections (`proj`) through
+/// their convolutions (taps `conv`, states from `s0`) and the other products (`jobs`), one call
+/// per range; every call's outputs, then the final states.
+#[allow(clippy::too_many_arguments)]
+fn kda_projections_in_calls<B: Backend>(
+    b: &B,
+    proj: &[Tensor],
+    conv: &[Tensor],
+    jobs: &[Tensor],
+    x: &[f32],
+    s0: &[Vec<f32>],
+    dm: KdaDims,
+    calls: &[(usize, usize)],
+) -> Vec<f32> {
+    let (ch, cols) = (dm.width(), proj[0].ne[0]);
+    let pb: Vec<_> = proj.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let cb: Vec<_> = conv.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let jb: Vec<_> = jobs.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let mut st = [buf(b, &s0[0]), buf(b, &s0[1]), buf(b, &s0[2])];
+    let mut all = Vec::new();
+    for &(a, e) in calls {
+        let t = e - a;
+        let xb = buf(b, &x[a * cols..e * cols]);
+        let mut o = [0, 1, 2].map(|_| b.alloc(t * ch).unwrap());
+        let mut ys: Vec<_> = jobs.iter().map(|w| b.alloc(t * w.ne[1]).unwrap()).collect();
+        let mut js: Vec<_> = jb.iter().zip(ys.iter_mut()).collect();
+        b.kda_projections(
+            &xb,
+            t,
+            [&pb[0], &pb[1], &pb[2]],
+            [&cb[0], &cb[1], &cb[2]],
+            &mut st,
+            dm,
+            &mut o,
+            &mut js,
+        )
+        .unwrap();
+        for o in &o {
+            all.extend(b.read(o, t * ch).unwrap());
+        }
+        for (y, w) in ys.iter().zip(jobs) {
+            all.extend(b.read(y, t * w.ne[1]).unwrap());
+        }
+    }
+    for s in &st {
+        all.extend(b.read(s, (dm.conv_kernel - 1) * ch).unwrap());
+    }
+    all
+}
+
+/// A decoded token's q, k and v products stored through their convolutions in the products'
+/// dispatch (with the other products of their type; one of another type runs apart), against
+/// the CPU's products then convolutions: a prompt, then single tokens carrying the state.
+#[test]
+fn kda_projections_fuse_the_convolutions_into_the_products() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(12);
+    let dm = kda_dims(2, 32);
+    let (ch, cols) = (dm.width(), 256);
+    for ty in [GgmlType::Q4_K, GgmlType::F32] {
+        let w = |rows: usize, ty: GgmlType, r: &mut Rng| {
+            Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0))
+        };
+        let proj: Vec<Tensor> = (0..3).map(|_| w(ch, ty, &mut r)).collect();
+        let jobs = vec![
+            w(32, ty, &mut r),
+            w(2, GgmlType::Q8_0, &mut r),
+            w(32, ty, &mut r),
+        ];
+        let conv: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0)))
+            .collect();
+        let x = r.vec(6 * cols, 1.0);
+        let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec(3 * ch, 1.0)).collect();
+        let calls = [(0, 3), (3, 4), (4, 5), (5, 6)];
+        assert_close(
+            &format!("kda_projections {ty}"),
+            &kda_projections_in_calls(&g, &proj, &conv, &jobs, &x, &s0, dm, &calls),
+            &kda_projections_in_calls(&c, &proj, &conv, &jobs, &x, &s0, dm, &calls),
+            decode_nmse(&g, ty),
+        );
+    }
+    // One dispatch for the q, k, v products, their convolutions and the two other Q4_K
+    // products; the Q8_0 one apart.
+    let proj: Vec<Tensor> = (0..3)
+        .map(|_| {
+            Tensor::new(
+                "w",
+                GgmlType::Q4_K,
+                [cols, ch, 1, 1],
+                &r.vec(cols * ch, 1.0),
+            )
+        })
+        .collect();
+    let conv: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::new("conv", GgmlType::F32, [4, 1, ch, 1], &r.vec(4 * ch, 1.0)))
+        .collect();
+    let jobs = vec![
+        Tensor::new(
+            "a",
+            GgmlType::Q4_K,
+            [cols, 32, 1, 1],
+            &r.vec(cols * 32, 1.0),
+        ),
+        Tensor::new("b", GgmlType::Q8_0, [cols, 2, 1, 1], &r.vec(cols * 2, 1.0)),
+    ];
+    let s0: Vec<Vec<f32>> = (0..3).map(|_| r.vec(3 * ch, 1.0)).collect();
+    let x = r.vec(cols, 1.0);
+    g.set_profiling(true).unwrap();
+    kda_projections_in_calls(&g, &proj, &conv, &jobs, &x, &s0, dm, &[(0, 1)]);
+    let mut names: Vec<_> = (g.profile().unwrap().into_iter())
+        .filter(|k| k.name.starts_with("mat"))
+        .map(|k| (k.name, k.calls))
+        .collect();
+    names.sort();
+    let q8 = if g.exact() { "" } else { " q8" };
+    assert_eq!(
+        names,
+        [
+            ("matvec Q8_0 256x2x1".to_string(), 1),
+            (format!("matvecs Q4_K{q8}"), 1)
+        ]
+    );
+}
+
 #[test]
 fn gated_rms_norm() {
     let (g, c) = (gpu(), cpu());

@@ -308,6 +308,24 @@ pub trait Backend: Sync {
         dims: KdaDims,
         out: &mut [Self::Buf; 3],
     ) -> Result<()>;
+    /// A KDA layer's q, k and v projections of `x` through their short convolutions into `out`
+    /// ([`Backend::matmuls`] of `proj`, then [`Backend::short_conv`] with `conv` and `state`),
+    /// and the layer's other products of `x` (`jobs`). Backends fuse the convolutions into the
+    /// products where that saves passes (a decoded token's: one dispatch).
+    #[allow(clippy::too_many_arguments)]
+    fn kda_projections<'w>(
+        &self,
+        x: &Self::Buf,
+        t: usize,
+        proj: [&Self::Weight<'w>; 3],
+        conv: [&Self::Weight<'w>; 3],
+        state: &mut [Self::Buf; 3],
+        dims: KdaDims,
+        out: &mut [Self::Buf; 3],
+        jobs: &mut [(&Self::Weight<'w>, &mut Self::Buf)],
+    ) -> Result<()> {
+        kda_projections_unfused(self, x, t, proj, conv, state, dims, out, jobs)
+    }
     /// The delta rule one token at a time; `state` is `[heads, head_dim (key), head_dim (value)]`.
     fn kda_recurrent(
         &self,
@@ -364,4 +382,30 @@ pub trait Backend: Sync {
         t: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+}
+
+/// [`Backend::kda_projections`] as its parts: the products into scratch buffers, then the
+/// convolutions.
+#[allow(clippy::too_many_arguments)]
+pub fn kda_projections_unfused<'w, B: Backend + ?Sized>(
+    b: &B,
+    x: &B::Buf,
+    t: usize,
+    proj: [&B::Weight<'w>; 3],
+    conv: [&B::Weight<'w>; 3],
+    state: &mut [B::Buf; 3],
+    dims: KdaDims,
+    out: &mut [B::Buf; 3],
+    jobs: &mut [(&B::Weight<'w>, &mut B::Buf)],
+) -> Result<()> {
+    let c = t * dims.width();
+    let mut z = [b.scratch(c)?, b.scratch(c)?, b.scratch(c)?];
+    {
+        let [zq, zk, zv] = &mut z;
+        let mut all: Vec<(&B::Weight<'w>, &mut B::Buf)> =
+            vec![(proj[0], zq), (proj[1], zk), (proj[2], zv)];
+        all.extend(jobs.iter_mut().map(|(w, y)| (*w, &mut **y)));
+        b.matmuls(x, t, &mut all)?;
+    }
+    b.short_conv(z.each_ref(), conv, state, t, dims, out)
 }

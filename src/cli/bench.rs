@@ -227,37 +227,55 @@ fn ablate<B: Backend>(
     Ok(())
 }
 
-/// The time per dispatch of long chains of dependent ones (each writes what the next writes,
-/// so the device orders them), for reading `--ablate`'s table: a residual add of one token,
-/// the cost of any dispatch, and the first layer's output projection for one token.
+/// The time per dispatch of long chains of small ones, for reading `--ablate`'s table: a
+/// residual add of one token where each waits for the one before (it writes what the next
+/// writes), the same into 16 buffers in turn (neighbours need no ordering), and one token's
+/// output projection of every layer in turn, and of layer 0 only.
 fn dispatch_chains<B: Backend>(b: &B, model: &Model<'_, B>) -> anyhow::Result<()> {
     const CHAIN: usize = 400;
-    let d = model.config.hidden;
+    let cfg = &model.config;
+    let d = cfg.hidden;
     let x = b.alloc(d)?;
-    let mut acc = b.alloc(d)?;
-    let time = |op: &mut dyn FnMut() -> kiln::backend::Result<()>| -> anyhow::Result<f64> {
-        op()?;
+    let mut accs = (0..16).map(|_| b.alloc(d)).collect::<Result<Vec<_>, _>>()?;
+    let time = |op: &mut dyn FnMut(usize) -> kiln::backend::Result<()>| -> anyhow::Result<f64> {
+        op(0)?;
         b.read(&x, 1)?;
         let t0 = Instant::now();
-        for _ in 0..CHAIN {
-            op()?;
+        for i in 0..CHAIN {
+            op(i)?;
         }
         b.read(&x, 1)?;
         Ok(1e6 * t0.elapsed().as_secs_f64() / CHAIN as f64)
     };
-    let add = time(&mut || b.add(&mut acc, &x, d))?;
-    let mut line = format!("\ndependent dispatches: add of {d} values {add:.1} µs each");
-    if let Some(layer) = model.weights.layers.first() {
-        let cfg = &model.config;
-        let (w, cols) = match &layer.mixer {
+    let mut out = "\ndispatch chains (µs per dispatch)\n".to_string();
+    let chained = time(&mut |_| b.add(&mut accs[0], &x, d))?;
+    out += &format!("add of {d} values, each after the one before: {chained:.1}\n");
+    let free = time(&mut |i| b.add(&mut accs[i % 16], &x, d))?;
+    out += &format!("add of {d} values into 16 buffers in turn: {free:.1}\n");
+    let outs: Vec<_> = (model.weights.layers.iter())
+        .map(|l| match &l.mixer {
             Mixer::Kda(lw) => (&lw.out, cfg.n_head * cfg.kda_head_dim),
             Mixer::Mla(lw) => (&lw.out, cfg.n_head * cfg.v_head_dim),
+        })
+        .collect();
+    if !outs.is_empty() {
+        let inputs = [b.alloc(outs[0].1)?, b.alloc(cfg.n_head * cfg.v_head_dim)?];
+        let input = |cols: usize| {
+            if cols == outs[0].1 {
+                &inputs[0]
+            } else {
+                &inputs[1]
+            }
         };
-        let o = b.alloc(cols)?;
-        let mv = time(&mut || b.matmul(w, &o, 1, &mut acc))?;
-        line += &format!("; layer 0's output projection of one token {mv:.1} µs each");
+        let every = time(&mut |i| {
+            let (w, cols) = outs[i % outs.len()];
+            b.matmul(w, input(cols), 1, &mut accs[0])
+        })?;
+        out += &format!("one token's output projection, each layer's in turn: {every:.1}\n");
+        let first = time(&mut |_| b.matmul(outs[0].0, &inputs[0], 1, &mut accs[0]))?;
+        out += &format!("one token's output projection, layer 0's only: {first:.1}\n");
     }
-    super::print_stdout(&format!("{line}\n"))?;
+    super::print_stdout(&out)?;
     Ok(())
 }
 

@@ -31,27 +31,24 @@ pub fn forward<B: Backend>(
     let dm = dims(cfg);
     let c = dm.width();
 
-    // Every projection of x first, so that a decoded token's run as one dispatch.
-    let mut z = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
+    // Every projection of x at once, so that a decoded token's run as one dispatch.
     let (mut f_low, mut g_low) = (b.scratch(t * dm.head_dim)?, b.scratch(t * dm.head_dim)?);
     let mut beta = b.scratch(t * dm.heads)?;
-    {
-        let [zq, zk, zv] = &mut z;
-        b.matmuls(
-            x,
-            t,
-            &mut [
-                (&w.q, zq),
-                (&w.k, zk),
-                (&w.v, zv),
-                (&w.f_a, &mut f_low),
-                (&w.g_a, &mut g_low),
-                (&w.beta, &mut beta),
-            ],
-        )?;
-    }
     let mut qkv = [b.scratch(t * c)?, b.scratch(t * c)?, b.scratch(t * c)?];
-    b.short_conv(z.each_ref(), w.conv.each_ref(), conv, t, dm, &mut qkv)?;
+    b.kda_projections(
+        x,
+        t,
+        [&w.q, &w.k, &w.v],
+        w.conv.each_ref(),
+        conv,
+        dm,
+        &mut qkv,
+        &mut [
+            (&w.f_a, &mut f_low),
+            (&w.g_a, &mut g_low),
+            (&w.beta, &mut beta),
+        ],
+    )?;
 
     let mut g = b.scratch(t * c)?;
     b.matmul(&w.f_b, &f_low, t, &mut g)?;
@@ -72,9 +69,9 @@ pub fn forward<B: Backend>(
         b.kda_chunked(inputs, state, t, dm, &mut o)?;
     }
 
-    // The output gate reuses a projection scratch buffer.
-    b.matmul(&w.g_b, &g_low, t, &mut z[0])?;
-    b.gated_rms_norm(&mut o, &z[0], &w.norm, cfg.rms_eps, t, dm)?;
+    // The output gate reuses a projection output buffer.
+    b.matmul(&w.g_b, &g_low, t, &mut qkv[0])?;
+    b.gated_rms_norm(&mut o, &qkv[0], &w.norm, cfg.rms_eps, t, dm)?;
     b.matmul(&w.out, &o, t, out)?;
     Ok(())
 }

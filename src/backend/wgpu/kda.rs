@@ -2,7 +2,9 @@
 //! streams and block of tokens) and the delta rule with its gates (a workgroup per 32 value
 //! columns of a head, `shaders/kda_scan.wgsl`).
 
-use super::kernels::{Kernel, KernelKey};
+use super::super::kda_projections_unfused;
+use super::kernels::{self, Kernel, KernelKey};
+use super::matmul::ConvStores;
 use super::{
     BackendError, KdaDims, KdaInputs, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
 };
@@ -34,24 +36,10 @@ impl WgpuBackend {
     ) -> Result<()> {
         let c = dims.width();
         let kw = dims.conv_kernel;
-        if kw == 0 || kw > MAX_CONV {
-            return Err(BackendError::Gpu(format!(
-                "short conv of width {kw}: the kernel handles 1..={MAX_CONV}"
-            )));
-        }
-        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
-        if bindings < CONV_BINDINGS {
-            return Err(BackendError::Gpu(format!(
-                "the short conv binds {CONV_BINDINGS} storage buffers; the adapter allows {bindings}"
-            )));
-        }
+        self.check_conv(w, state, dims, CONV_BINDINGS)?;
         for s in 0..3 {
             check_len(x[s].len, t * c)?;
             check_len(out[s].len, t * c)?;
-            check_len(state[s].len, (kw - 1) * c)?;
-            if w[s].n_elements() < kw * c {
-                return Err(w[s].shape_error(format!("[{kw}, 1, {c}]")));
-            }
         }
         let taps = [self.values(w[0])?, self.values(w[1])?, self.values(w[2])?];
         let bufs: Vec<&wgpu::Buffer> = (x.iter().map(|b| &b.buf))
@@ -69,6 +57,96 @@ impl WgpuBackend {
             &[c as u32, t as u32, kw as u32, 0],
             (3 * c * t.div_ceil(CONV_TOKENS)).div_ceil(64),
         )
+    }
+
+    /// Errors where the kernels cannot run a convolution of `w`'s taps over `state` (width,
+    /// sizes) or the adapter lacks the `bindings` storage buffers the kernel binds.
+    fn check_conv(
+        &self,
+        w: [&WgpuWeight<'_>; 3],
+        state: &[WgpuBuf; 3],
+        dims: KdaDims,
+        bindings: u32,
+    ) -> Result<()> {
+        let (c, kw) = (dims.width(), dims.conv_kernel);
+        if kw == 0 || kw > MAX_CONV {
+            return Err(BackendError::Gpu(format!(
+                "short conv of width {kw}: the kernel handles 1..={MAX_CONV}"
+            )));
+        }
+        let allowed = self.ctx.limits.max_storage_buffers_per_shader_stage;
+        if allowed < bindings {
+            return Err(BackendError::Gpu(format!(
+                "the short conv binds {bindings} storage buffers; the adapter allows {allowed}"
+            )));
+        }
+        for s in 0..3 {
+            check_len(state[s].len, (kw - 1) * c)?;
+            if w[s].n_elements() < kw * c {
+                return Err(w[s].shape_error(format!("[{kw}, 1, {c}]")));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Backend::kda_projections`]: a decoded token's q, k and v products stored through
+    /// their convolutions, with the other products of their type, in one `matvecs` dispatch
+    /// (`shaders/matvecs_conv.wgsl`) where the weights share a type and row length and are one
+    /// buffer each; otherwise the products and then `short_conv`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn kda_projections_op<'w>(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        proj: [&WgpuWeight<'w>; 3],
+        conv: [&WgpuWeight<'w>; 3],
+        state: &mut [WgpuBuf; 3],
+        dims: KdaDims,
+        out: &mut [WgpuBuf; 3],
+        jobs: &mut [(&WgpuWeight<'w>, &mut WgpuBuf)],
+    ) -> Result<()> {
+        let fusable = |w: &WgpuWeight<'_>| {
+            w.ty == proj[0].ty && w.ne[0] == proj[0].ne[0] && w.parts.len() == 1
+        };
+        // x, a weight and an output per product, taps and state per stream.
+        let bindings = |products: usize| (1 + 2 * products + 6) as u32;
+        let room =
+            (self.ctx.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(7) / 2;
+        let most = room.min(kernels::MAX_JOBS);
+        if t != 1
+            || most < 3
+            || !proj.iter().all(|w| fusable(w))
+            || self.check_conv(conv, state, dims, bindings(3)).is_err()
+        {
+            return kda_projections_unfused(self, x, t, proj, conv, state, dims, out, jobs);
+        }
+        let c = dims.width();
+        for (w, y) in proj.iter().zip(out.iter()) {
+            if w.rows() != c {
+                return Err(w.shape_error(format!("[{}, {c}]", w.ne[0])));
+            }
+            check_len(y.len, c)?;
+        }
+        let (with, rest): (Vec<_>, Vec<_>) = jobs
+            .iter()
+            .map(|(w, y)| (*w, &**y))
+            .enumerate()
+            .partition(|(i, (w, _))| i + 3 < most && fusable(w));
+        let fused: Vec<(&WgpuWeight<'_>, &WgpuBuf)> = (proj.iter().copied().zip(out.iter()))
+            .chain(with.into_iter().map(|(_, j)| j))
+            .collect();
+        let stores = ConvStores {
+            taps: [
+                self.values(conv[0])?,
+                self.values(conv[1])?,
+                self.values(conv[2])?,
+            ],
+            state: state.each_ref(),
+            kw: dims.conv_kernel,
+        };
+        self.matvecs(x, &fused, Some(&stores))?;
+        let rest: Vec<_> = rest.into_iter().map(|(_, j)| j).collect();
+        self.matmuls_into(x, t, &rest)
     }
 
     /// The delta rule over `t` tokens in order; serves both decode and prefill.

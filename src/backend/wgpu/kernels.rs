@@ -23,6 +23,7 @@ const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
 const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
+const MATVECS_CONV: &str = include_str!("../../../shaders/matvecs_conv.wgsl");
 const MATMUL_SEL_PAIR_IO: &str = include_str!("../../../shaders/matmul_sel_pair_io.wgsl");
 const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
 const MATMUL_SEL_PAIR_UNITS: &str = include_str!("../../../shaders/matmul_sel_pair_units.wgsl");
@@ -181,6 +182,12 @@ pub const MAX_JOBS: usize = 8;
 static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
     [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
 
+/// `MatvecsConv(n)` bindings: x, w0.., y0.. as `matvecs` for its n jobs, then the three
+/// streams' taps and states (see [`fused_source`]).
+static MATVECS_CONV_STORAGE: [u32; 1 + 2 * MAX_JOBS + 6] = [
+    0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
@@ -193,6 +200,9 @@ pub enum Kernel {
     Matvec,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
+    /// `Matvecs` whose first three products (a KDA layer's q, k, v) are stored through the
+    /// short convolution (`shaders/matvecs_conv.wgsl`).
+    MatvecsConv(u8),
     /// `MatmulSel` of two weights (the MoE's expert gate and up).
     MatmulSelPair,
     MatmulSel,
@@ -272,6 +282,16 @@ impl Kernel {
                 &MATVECS_STORAGE[..1 + 2 * n as usize],
                 1,
             ),
+            Kernel::MatvecsConv(n) => Def {
+                spec: &["TPR", "RT", "UN", "KW"],
+                ..d(
+                    MATVECS,
+                    "matvecs",
+                    true,
+                    &MATVECS_CONV_STORAGE[..1 + 2 * n as usize + 6],
+                    1,
+                )
+            },
             // x, w0, w1, y0, y1, ids.
             Kernel::MatmulSelPair => d(
                 MATMUL_SEL_PAIR,
@@ -463,7 +483,10 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false, false)
+        }
+        (Kernel::MatvecsConv(n), _, Some(ty)) => {
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false, true)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -472,7 +495,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 MATMUL_SEL_PAIR
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, false)
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, false, false)
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -482,7 +505,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             };
             let swiglu = key.kernel == Kernel::MoeDownSwiglu;
             let src = format!("{MOE_DOWN_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, swiglu)
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, swiglu, false)
         }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
@@ -516,7 +539,8 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
 /// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs` weights of
 /// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
 /// the helpers that read it, reached through `job_dot` and `job_store`; staging the SwiGLU of
-/// x and x_up where `swiglu` (see [`x_stage`]).
+/// x and x_up where `swiglu` (see [`x_stage`]); storing jobs 0..3 through the KDA short
+/// convolution where `conv` (matvecs_conv.wgsl).
 fn fused_source(
     ty: GgmlType,
     q8: bool,
@@ -524,6 +548,7 @@ fn fused_source(
     jobs: usize,
     entry: &str,
     swiglu: bool,
+    conv: bool,
 ) -> String {
     let dot = dot_source(ty, q8);
     let helpers = format!(
@@ -562,8 +587,23 @@ fn fused_source(
     s += &format!(
         "fn job_store(j: u32, i: u32, v: f32) {{\n    switch j {{\n{}        \
          default: {{}}\n    }}\n}}\n",
-        cases(&|j| format!("y{j}[i] = v;"))
+        cases(&|j| if conv && j < 3 {
+            format!("y{j}[i] = conv_step({j}u, i, job_at(p.rows, {j}u), v);")
+        } else {
+            format!("y{j}[i] = v;")
+        })
     );
+    if conv {
+        for st in 0..3 {
+            s += &format!(
+                "@group(0) @binding({}) var<storage, read> taps{st}: array<f32>;\n\
+                 @group(0) @binding({}) var<storage, read_write> conv{st}: array<f32>;\n",
+                2 + 2 * jobs + st,
+                5 + 2 * jobs + st
+            );
+        }
+        s += MATVECS_CONV;
+    }
     format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, swiglu))
 }
 
@@ -676,7 +716,7 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS, false);
+        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS, false, false);
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }

@@ -101,6 +101,14 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     (key, groups * rt)
 }
 
+/// The short convolutions that `matvecs` stores its first three products through: the three
+/// streams' taps (f32 values, [channel][kw]) and states.
+pub(super) struct ConvStores<'a> {
+    pub taps: [wgpu::Buffer; 3],
+    pub state: [&'a WgpuBuf; 3],
+    pub kw: usize,
+}
+
 /// Which matrix of a stacked weight each (token, slot) pair multiplies.
 #[derive(Clone, Copy)]
 pub enum Select<'a> {
@@ -340,7 +348,7 @@ impl WgpuBackend {
                 _ => {
                     batch.iter().for_each(|&k| done[k] = true);
                     let fused: Vec<_> = batch.iter().map(|&k| jobs[k]).collect();
-                    self.matvecs(x, &fused)?;
+                    self.matvecs(x, &fused, None)?;
                 }
             }
         }
@@ -354,14 +362,28 @@ impl WgpuBackend {
         (bindings.saturating_sub(1) / 2).min(kernels::MAX_JOBS)
     }
 
-    /// One token's products with 2..=MAX_JOBS single-part weights of one type and row length.
-    fn matvecs(&self, x: &WgpuBuf, jobs: &[(&WgpuWeight<'_>, &WgpuBuf)]) -> Result<()> {
+    /// One token's products with 2..=MAX_JOBS single-part weights of one type and row length;
+    /// where `conv` is given, the first three are stored through its short convolutions.
+    pub(super) fn matvecs(
+        &self,
+        x: &WgpuBuf,
+        jobs: &[(&WgpuWeight<'_>, &WgpuBuf)],
+        conv: Option<&ConvStores<'_>>,
+    ) -> Result<()> {
         let w0 = jobs[0].0;
         let cols = w0.ne[0];
         check_len(x.len, cols)?;
         self.check_cols(w0, cols)?;
         let total = jobs.iter().map(|(w, _)| w.rows()).sum();
-        let (key, rpw) = decode_kernel(Kernel::Matvecs(jobs.len() as u8), w0, total, !self.exact);
+        let n = jobs.len() as u8;
+        let kernel = match conv {
+            Some(_) => Kernel::MatvecsConv(n),
+            None => Kernel::Matvecs(n),
+        };
+        let (mut key, rpw) = decode_kernel(kernel, w0, total, !self.exact);
+        if let Some(c) = conv {
+            key.spec |= (c.kw as u64) << 48;
+        }
         // cols, jobs, padding, then rows and workgroup ends per job (see `shaders/matvecs.wgsl`).
         let mut params = [0u32; 4 + 2 * kernels::MAX_JOBS];
         params[..2].copy_from_slice(&[cols as u32, jobs.len() as u32]);
@@ -372,10 +394,14 @@ impl WgpuBackend {
             params[4 + j] = w.rows() as u32;
             params[4 + kernels::MAX_JOBS + j] = end as u32;
         }
-        let bufs: Vec<&wgpu::Buffer> = std::iter::once(&x.buf)
+        let mut bufs: Vec<&wgpu::Buffer> = std::iter::once(&x.buf)
             .chain(jobs.iter().map(|(w, _)| &w.parts[0].buf))
             .chain(jobs.iter().map(|(_, y)| &y.buf))
             .collect();
+        if let Some(c) = conv {
+            bufs.extend(c.taps.iter());
+            bufs.extend(c.state.iter().map(|s| &s.buf));
+        }
         self.run(key, &bufs, &params, end)
     }
 

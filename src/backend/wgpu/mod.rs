@@ -796,6 +796,20 @@ impl Backend for WgpuBackend {
         self.short_conv_op(x, w, state, t, dims, out)
     }
 
+    fn kda_projections<'w>(
+        &self,
+        x: &WgpuBuf,
+        t: usize,
+        proj: [&WgpuWeight<'w>; 3],
+        conv: [&WgpuWeight<'w>; 3],
+        state: &mut [WgpuBuf; 3],
+        dims: KdaDims,
+        out: &mut [WgpuBuf; 3],
+        jobs: &mut [(&WgpuWeight<'w>, &mut WgpuBuf)],
+    ) -> Result<()> {
+        self.kda_projections_op(x, t, proj, conv, state, dims, out, jobs)
+    }
+
     fn kda_recurrent(
         &self,
         x: KdaInputs<'_, '_, Self>,
