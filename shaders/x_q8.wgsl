@@ -4,7 +4,8 @@
 // corrections: with the same rounding as the products, their errors cancel), as ggml's
 // activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
 // dot4I8Packed instead of 4 conversions and multiply-adds. The values come through `x_at`
-// (x_in.wgsl, or x_in_swiglu.wgsl for a decoded token's `moe_down`). Each workgroup stages its
+// (x_in.wgsl; x_in_swiglu.wgsl for a decoded token's `moe_down`; x_in_gated_norm.wgsl for a
+// decoded token's KDA output projection), after `x_prepare` (what they need first). Each workgroup stages its
 // one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks), or with
 // `stage_rows` several consecutive rows (n values in all, at most XQ_MAX); `rows_dot` then
 // finds the row of x from vec4 index xb at staged group (xb - x_base) / 8.
@@ -21,6 +22,7 @@ fn stage_x(li: u32, xb0: u32) {
 
 fn stage_rows(li: u32, xb0: u32, n: u32) {
     x_base = xb0;
+    x_prepare(li, xb0, n);
     for (var g = li; g < n / 32u; g += MV_WG) {
         var v: array<vec4<f32>, 8>;
         var amax = vec4<f32>(0.0);

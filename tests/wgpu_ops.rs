@@ -789,6 +789,68 @@ fn gated_rms_norm() {
     );
 }
 
+/// A KDA output projection: the gated RMSNorm of `o` times `w`, through
+/// `gated_rms_norm_matmul`, for `t` tokens.
+#[allow(clippy::too_many_arguments)]
+fn gated_norm_product<B: Backend>(
+    b: &B,
+    o: &[f32],
+    gate: &[f32],
+    nw: &Tensor,
+    w: &Tensor,
+    t: usize,
+    dm: KdaDims,
+) -> Vec<f32> {
+    let (nb, wb) = (b.upload(nw.view()).unwrap(), b.upload(w.view()).unwrap());
+    let mut ob = buf(b, o);
+    let mut out = b.alloc(t * w.ne[1]).unwrap();
+    b.gated_rms_norm_matmul(&mut ob, &buf(b, gate), &nb, 1e-5, t, dm, &wb, &mut out)
+        .unwrap();
+    b.read(&out, t * w.ne[1]).unwrap()
+}
+
+/// A decoded token's output projection stages the gated norm itself (one dispatch) on integer
+/// dot products, and runs the norm then the product otherwise (a prompt, an F32 weight).
+#[test]
+fn gated_rms_norm_matmul_stages_the_norm_in_the_product() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(13);
+    // 8 heads of 32: rows of 256 values, a Q4_K block.
+    let dm = kda_dims(8, 32);
+    let cols = dm.width();
+    let nw = Tensor::new(
+        "o_norm",
+        GgmlType::F32,
+        [dm.head_dim, 1, 1, 1],
+        &r.vec(dm.head_dim, 1.0),
+    );
+    for (ty, t) in [(GgmlType::Q4_K, 1), (GgmlType::Q4_K, 3), (GgmlType::F32, 1)] {
+        let w = Tensor::new("out", ty, [cols, 40, 1, 1], &r.vec(cols * 40, 1.0));
+        let (o, gate) = (r.vec(t * cols, 2.0), r.vec(t * cols, 3.0));
+        let bound = if t == 1 {
+            decode_nmse(&g, ty)
+        } else {
+            prompt_nmse(&g)
+        };
+        g.set_profiling(true).unwrap();
+        let got = gated_norm_product(&g, &o, &gate, &nw, &w, t, dm);
+        let names: Vec<String> = g.profile().unwrap().into_iter().map(|k| k.name).collect();
+        g.set_profiling(false).unwrap();
+        assert_close(
+            &format!("gated_rms_norm_matmul {ty} t={t}"),
+            &got,
+            &gated_norm_product(&c, &o, &gate, &nw, &w, t, dm),
+            bound,
+        );
+        let fused = t == 1 && ty == GgmlType::Q4_K && !g.exact();
+        assert_eq!(
+            names.iter().any(|n| n == "gated_rms_norm"),
+            !fused,
+            "{ty} t={t}: {names:?}"
+        );
+    }
+}
+
 /// A delta rule's raw inputs (q, k, v, g, beta) and its gates' weights.
 struct KdaCase {
     inp: [Vec<f32>; 5],

@@ -355,6 +355,25 @@ pub trait Backend: Sync {
         dims: KdaDims,
     ) -> Result<()>;
 
+    /// [`Backend::gated_rms_norm`] of `o` then its product with `w` into `out`, leaving `o`
+    /// unspecified (a KDA layer's output projection). Backends fuse the norm into the product
+    /// where that saves a pass (a decoded token's: one dispatch).
+    #[allow(clippy::too_many_arguments)]
+    fn gated_rms_norm_matmul(
+        &self,
+        o: &mut Self::Buf,
+        gate: &Self::Buf,
+        norm: &Self::Weight<'_>,
+        eps: f32,
+        t: usize,
+        dims: KdaDims,
+        w: &Self::Weight<'_>,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.gated_rms_norm(o, gate, norm, eps, t, dims)?;
+        self.matmul(w, o, t, out)
+    }
+
     /// Absorbed MLA over the latent cache. `q` is `[t, heads, nope + rope]`, `kv` the raw
     /// `[t, kv_lora + rope]` down-projection of the new tokens: the op normalises their latents,
     /// appends them at positions `pos..pos + t` of `cache` (`[capacity, kv_lora + rope]`), and

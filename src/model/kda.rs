@@ -71,7 +71,6 @@ pub fn forward<B: Backend>(
 
     // The output gate reuses a projection output buffer.
     b.matmul(&w.g_b, &g_low, t, &mut qkv[0])?;
-    b.gated_rms_norm(&mut o, &qkv[0], &w.norm, cfg.rms_eps, t, dm)?;
-    b.matmul(&w.out, &o, t, out)?;
+    b.gated_rms_norm_matmul(&mut o, &qkv[0], &w.norm, cfg.rms_eps, t, dm, &w.out, out)?;
     Ok(())
 }

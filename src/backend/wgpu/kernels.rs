@@ -17,6 +17,7 @@ const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
 const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
 const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
+const X_IN_GATED_NORM: &str = include_str!("../../../shaders/x_in_gated_norm.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
@@ -115,6 +116,10 @@ fn x_stage(q8: bool, swiglu: bool) -> String {
     }
 }
 
+/// Most heads whose norms a `MatvecGatedNorm` workgroup holds (GN_MAX_HEADS in
+/// x_in_gated_norm.wgsl).
+pub const GATED_NORM_MAX_HEADS: usize = 256;
+
 /// Whether `ty`'s blocks are whole quads (16 bytes), so that kernels bind its weights as
 /// `array<vec4<u32>>` and read 16 bytes in one load (words_vec4.wgsl). A weight part's buffer
 /// holds whole rows, so its size is then a multiple of 16 too.
@@ -198,6 +203,9 @@ pub enum Kernel {
     MatmulCoop,
     MatmulGroupedCoop,
     Matvec,
+    /// `Matvec` on integer dot products staging the gated RMSNorm of its input (a decoded
+    /// token's KDA output projection, x_in_gated_norm.wgsl).
+    MatvecGatedNorm,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
     /// `Matvecs` whose first three products (a KDA layer's q, k, v) are stored through the
@@ -275,6 +283,7 @@ impl Kernel {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::MatmulSplit => d(MATMUL, "matmul_split", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
+            Kernel::MatvecGatedNorm => d(MATMUL, "matvec", true, &[0, 1, 2, 6, 7], 3),
             Kernel::Matvecs(n) => d(
                 MATVECS,
                 "matvecs",
@@ -512,7 +521,11 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
-            x_stage(key.q8, false),
+            if key.kernel == Kernel::MatvecGatedNorm {
+                format!("{X_Q8}\n{X_IN_GATED_NORM}")
+            } else {
+                x_stage(key.q8, false)
+            },
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
@@ -766,8 +779,10 @@ mod tests {
     fn q8_decode_kernels_compile() {
         for kernel in [
             Kernel::Matvec,
+            Kernel::MatvecGatedNorm,
             Kernel::MatmulSel,
             Kernel::Matvecs(3),
+            Kernel::MatvecsConv(4),
             Kernel::MatmulSelPair,
             Kernel::MoeDown,
             Kernel::MoeDownSwiglu,

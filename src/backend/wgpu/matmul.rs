@@ -7,7 +7,7 @@
 
 use super::super::Backend;
 use super::kernels::{self, Kernel, KernelKey};
-use super::{BackendError, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
+use super::{BackendError, KdaDims, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
 use crate::quant::GgmlType;
 
 /// Weight rows and tokens of a `matmul` or `matmul_grouped` workgroup's tile (TM, TN in the
@@ -368,6 +368,64 @@ impl WgpuBackend {
     fn max_fused_jobs(&self) -> usize {
         let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
         (bindings.saturating_sub(1) / 2).min(kernels::MAX_JOBS)
+    }
+
+    /// Whether a decoded token's gated RMSNorm of `dims`' heads can be staged by the product
+    /// with `w` ([`Self::gated_norm_matvec`]): integer dot products over one buffer of rows as
+    /// long as the heads, whole vec4s per head, heads a workgroup holds.
+    pub(super) fn gated_norm_fits(&self, w: &WgpuWeight<'_>, dims: KdaDims) -> bool {
+        !self.exact
+            && kernels::q8_dots(w.ty, w.ne[0])
+            && w.parts.len() == 1
+            && w.ne[0] == dims.width()
+            && dims.head_dim.is_multiple_of(4)
+            && dims.heads <= kernels::GATED_NORM_MAX_HEADS
+    }
+
+    /// One token's gated RMSNorm of `o` (per head: `norm ⊙ o / sqrt(mean(o²) + eps) ⊙
+    /// sigmoid(gate)`) times `w` into `out`, in one `matvec` whose workgroups stage the normed
+    /// values themselves (x_in_gated_norm.wgsl); `o` is left as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gated_norm_matvec(
+        &self,
+        o: &WgpuBuf,
+        gate: &WgpuBuf,
+        norm: &WgpuWeight<'_>,
+        eps: f32,
+        dims: KdaDims,
+        w: &WgpuWeight<'_>,
+        out: &WgpuBuf,
+    ) -> Result<()> {
+        let (cols, rows) = (w.ne[0], w.rows());
+        check_len(o.len, cols)?;
+        check_len(gate.len, cols)?;
+        check_len(out.len, rows)?;
+        if norm.n_elements() < dims.head_dim {
+            return Err(norm.shape_error(format!("at least {} values", dims.head_dim)));
+        }
+        let nv = self.values(norm)?;
+        let part = &w.parts[0];
+        // The head dim and eps ride in fields a plain matvec does not read (see the shader).
+        let params = Params {
+            cols,
+            t: 1,
+            x_stride: cols,
+            y_stride: rows,
+            y_off: 0,
+            per: dims.head_dim,
+            x_div: 1,
+            mode: eps.to_bits(),
+            heads: 1,
+        }
+        .for_part(part);
+        let (key, rpw) = decode_kernel(Kernel::MatvecGatedNorm, w, rows, true);
+        self.run_shaped(
+            key,
+            Some(w.ne),
+            &[&part.buf, &o.buf, &out.buf, &gate.buf, &nv],
+            &params,
+            part.rows.div_ceil(rpw),
+        )
     }
 
     /// One token's products with 2..=MAX_JOBS single-part weights of one type and row length;

@@ -856,6 +856,24 @@ impl Backend for WgpuBackend {
         )
     }
 
+    fn gated_rms_norm_matmul(
+        &self,
+        o: &mut WgpuBuf,
+        gate: &WgpuBuf,
+        norm: &WgpuWeight<'_>,
+        eps: f32,
+        t: usize,
+        dims: KdaDims,
+        w: &WgpuWeight<'_>,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        if t == 1 && self.gated_norm_fits(w, dims) {
+            return self.gated_norm_matvec(o, gate, norm, eps, dims, w, out);
+        }
+        self.gated_rms_norm(o, gate, norm, eps, t, dims)?;
+        self.matmul(w, o, t, out)
+    }
+
     fn mla_attention(
         &self,
         q: &WgpuBuf,
