@@ -96,13 +96,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
             let mut speeds = Vec::new();
             for _ in 0..args.repetitions.max(1) {
-                let mut cache = model.new_cache(b, depth + n)?;
-                if depth > 0 {
-                    let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
-                    // Waits for the depth prefill, which a GPU backend has only queued, so it
-                    // is not timed as part of the test.
-                    b.argmax(&l, 1, model.config.vocab)?;
-                }
+                let mut cache = cache_at_depth(b, &model, &mut ids, depth, n)?;
                 let secs = if kind == "pp" {
                     let prompt = ids.take(n);
                     let t0 = Instant::now();
@@ -186,6 +180,24 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cache with room for `n` more tokens after `depth` prompt tokens, which it holds.
+fn cache_at_depth<'w, B: Backend>(
+    b: &B,
+    model: &Model<'w, B>,
+    ids: &mut TokenStream,
+    depth: usize,
+    n: usize,
+) -> anyhow::Result<HybridCache<B>> {
+    let mut cache = model.new_cache(b, depth + n)?;
+    if depth > 0 {
+        let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
+        // Waits for the depth prefill, which a GPU backend has only queued, so that it is not
+        // timed as part of a test.
+        b.argmax(&l, 1, model.config.vocab)?;
+    }
+    Ok(cache)
+}
+
 /// `--ablate`: the decode test at the first depth again, in full and then without each
 /// kernel in turn (`--repetitions` runs each), as a table of the time per token each saves.
 fn ablate<B: Backend>(
@@ -203,11 +215,7 @@ fn ablate<B: Backend>(
     for kernel in std::iter::once(None).chain(args.ablate.iter().map(Some)) {
         let mut speeds = Vec::new();
         for _ in 0..args.repetitions.max(1) {
-            let mut cache = model.new_cache(b, depth + n)?;
-            if depth > 0 {
-                let l = model.forward(b, &ids.take(depth), &mut cache, Logits::Last)?;
-                b.argmax(&l, 1, model.config.vocab)?;
-            }
+            let mut cache = cache_at_depth(b, model, ids, depth, n)?;
             let names: Vec<String> =
                 kernel.map_or(Vec::new(), |k| k.split('+').map(str::to_string).collect());
             b.leave_out(&names)?;
@@ -229,14 +237,13 @@ fn ablate<B: Backend>(
 
 /// The time per dispatch of long chains of small ones, for reading `--ablate`'s table: a
 /// residual add of one token where each waits for the one before (it writes what the next
-/// writes), the same into 16 buffers in turn (neighbours need no ordering), and one token's
-/// output projection of every layer in turn, and of layer 0 only.
+/// writes), and one token's output projection of every layer in turn, and of layer 0 only.
 fn dispatch_chains<B: Backend>(b: &B, model: &Model<'_, B>) -> anyhow::Result<()> {
     const CHAIN: usize = 400;
     let cfg = &model.config;
     let d = cfg.hidden;
     let x = b.alloc(d)?;
-    let mut accs = (0..16).map(|_| b.alloc(d)).collect::<Result<Vec<_>, _>>()?;
+    let mut acc = b.alloc(d)?;
     let time = |op: &mut dyn FnMut(usize) -> kiln::backend::Result<()>| -> anyhow::Result<f64> {
         op(0)?;
         b.read(&x, 1)?;
@@ -248,10 +255,8 @@ fn dispatch_chains<B: Backend>(b: &B, model: &Model<'_, B>) -> anyhow::Result<()
         Ok(1e6 * t0.elapsed().as_secs_f64() / CHAIN as f64)
     };
     let mut out = "\ndispatch chains (µs per dispatch)\n".to_string();
-    let chained = time(&mut |_| b.add(&mut accs[0], &x, d))?;
+    let chained = time(&mut |_| b.add(&mut acc, &x, d))?;
     out += &format!("add of {d} values, each after the one before: {chained:.1}\n");
-    let free = time(&mut |i| b.add(&mut accs[i % 16], &x, d))?;
-    out += &format!("add of {d} values into 16 buffers in turn: {free:.1}\n");
     let outs: Vec<_> = (model.weights.layers.iter())
         .map(|l| match &l.mixer {
             Mixer::Kda(lw) => (&lw.out, cfg.n_head * cfg.kda_head_dim),
@@ -269,10 +274,10 @@ fn dispatch_chains<B: Backend>(b: &B, model: &Model<'_, B>) -> anyhow::Result<()
         };
         let every = time(&mut |i| {
             let (w, cols) = outs[i % outs.len()];
-            b.matmul(w, input(cols), 1, &mut accs[0])
+            b.matmul(w, input(cols), 1, &mut acc)
         })?;
         out += &format!("one token's output projection, each layer's in turn: {every:.1}\n");
-        let first = time(&mut |_| b.matmul(outs[0].0, &inputs[0], 1, &mut accs[0]))?;
+        let first = time(&mut |_| b.matmul(outs[0].0, &inputs[0], 1, &mut acc))?;
         out += &format!("one token's output projection, layer 0's only: {first:.1}\n");
     }
     super::print_stdout(&out)?;

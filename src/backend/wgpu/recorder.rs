@@ -122,31 +122,19 @@ impl Recorder {
         if groups == 0 {
             return Ok(());
         }
-        if !self.leave_out.is_empty() {
-            let l = label();
-            if self.leave_out.iter().any(|k| l.starts_with(k.as_str())) {
-                // The shaders index memory unchecked: garbage indices would read out of bounds.
-                if INDEX_WRITERS.iter().any(|k| l.starts_with(k)) {
-                    return Err(BackendError::Gpu(format!(
-                        "{l} writes indices that later kernels follow: it cannot be left out"
-                    )));
-                }
-                return Ok(());
+        // The name, for leaving the kernel out and for the profiler, made only where needed.
+        let name = (!self.leave_out.is_empty() || self.profiler.is_some()).then(label);
+        if let Some(l) = &name
+            && self.leave_out.iter().any(|k| l.starts_with(k.as_str()))
+        {
+            // The shaders index memory unchecked: garbage indices would read out of bounds.
+            if INDEX_WRITERS.iter().any(|k| l.starts_with(k)) {
+                return Err(BackendError::Gpu(format!(
+                    "{l} writes indices that later kernels follow: it cannot be left out"
+                )));
             }
-            return self.record(ctx, kernel, || l, bufs, params, groups);
+            return Ok(());
         }
-        self.record(ctx, kernel, label, bufs, params, groups)
-    }
-
-    fn record(
-        &mut self,
-        ctx: &Context,
-        kernel: &Compiled,
-        label: impl FnOnce() -> String,
-        bufs: &[&wgpu::Buffer],
-        params: &[u32],
-        groups: u32,
-    ) -> Result<()> {
         self.dispatches += 1;
         if self.profiler.as_ref().is_some_and(|p| p.full()) {
             self.flush(ctx)?;
@@ -178,10 +166,7 @@ impl Recorder {
         };
         // The profiler times each dispatch with timestamps around it in the shared pass, or
         // with its own pass's (profile.rs says when).
-        let ts = self
-            .profiler
-            .as_mut()
-            .map(|p| (p.begin(label()), p.inside()));
+        let ts = (self.profiler.as_mut()).map(|p| (p.begin(name.unwrap_or_default()), p.inside()));
         let (own_pass, around) = match &ts {
             Some((t, false)) => (Some(t), None),
             Some((t, true)) => (None, Some(t)),
