@@ -1,10 +1,11 @@
 // `moe_down` for Q4_K on integer dot products (the host takes this entry instead of
 // moe_down.wgsl's there): the same sum, but each lane issues the loads of its unit of the row in
 // all pairs + 1 matrices (AHEAD at a time) before its first multiply, so that one memory round
-// trip serves them all, where job_dot's load-then-multiply would make one per matrix in turn
-// (9 for the 48B model: the kernel was latency-bound). Uses dot/q4_k_q8.wgsl's unit_load,
-// unit_x and unit_mul through their copies for the experts' weight (_0) and the shared
-// expert's (_1).
+// trip serves them all, where job_dot's load-then-multiply makes one per matrix in turn (9 for
+// the 48B model). On an H100 this and matmul_sel_pair_units.wgsl measured no faster than the
+// generic entries beyond the noise (tg128 +0.4% together with the KDA gate fold): the
+// kernel's time goes elsewhere (issue 7's notes). Uses dot/q4_k_q8.wgsl's unit_load, unit_x
+// and unit_mul through their copies for the experts' weight (_0) and the shared expert's (_1).
 
 // Matrices whose loads are in flight at once: the shared expert's and 8 experts'.
 const AHEAD: u32 = 9u;

@@ -179,8 +179,8 @@ pub trait Backend: Sync {
     }
 
     /// Leaves every later dispatch of the kernels whose names start with one of `kernels` out
-    /// (`kiln bench --leave-out`, an ablation: what a kernel costs in the running stream, launch
-    /// and barrier included, is the time it saves). Outputs become meaningless.
+    /// (`kiln bench --ablate`: what a kernel costs in the running stream, launch and barrier
+    /// included, is the time it saves); an empty list ends that. Outputs become meaningless.
     fn leave_out(&self, _kernels: &[String]) -> Result<()> {
         Err(BackendError::Gpu(format!(
             "the {} backend records no kernels to leave out",
