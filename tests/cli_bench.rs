@@ -1,0 +1,79 @@
+//! `kiln bench`: the llama-bench table, the decode's dispatch count, and `--ablate`'s table of
+//! what each kernel costs (on the tiny chat model, through wgpu on CI's lavapipe); kernels whose
+//! outputs index memory, and backends that record no kernels, refuse the ablation.
+
+#[path = "common/tiny_chat_model.rs"]
+mod tiny_chat_model;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bench(model: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("bench")
+        .arg("-m")
+        .arg(model)
+        .args(["-p", "4", "-n", "3"])
+        .args(args)
+        .output()
+        .expect("run kiln")
+}
+
+#[test]
+fn ablation_table_and_its_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    tiny_chat_model::write(&model);
+
+    let out = bench(
+        &model,
+        &[
+            "--backend",
+            "wgpu",
+            "--ablate",
+            "add_rms_norm,kda_scan+mla_",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("| tg3 |"), "{stdout}");
+    let per_token: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel dispatches per decoded token: "))
+        .expect("the dispatch count")
+        .parse()
+        .unwrap();
+    assert!(per_token > 5.0, "{stdout}");
+    assert!(
+        stdout.contains("dispatch chains (µs per dispatch)"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("ablation:"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| left out") && !l.starts_with("| --"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for (row, name) in rows
+        .iter()
+        .zip(["(nothing)", "add_rms_norm", "kda_scan+mla_"])
+    {
+        assert!(row.starts_with(&format!("| {name} |")), "{row}");
+    }
+
+    // The chosen token's id indexes the next step's embedding row: leaving argmax out is
+    // refused (as is the MoE router's, which this dense model has not).
+    let out = bench(&model, &["--backend", "wgpu", "--ablate", "argmax"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("writes indices"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = bench(&model, &["--backend", "cpu", "--ablate", "add"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("records no kernels"), "{stderr}");
+}
