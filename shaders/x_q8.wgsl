@@ -5,10 +5,11 @@
 // activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
 // dot4I8Packed instead of 4 conversions and multiply-adds. The values come through `x_at`
 // (x_in.wgsl; x_in_swiglu.wgsl for a decoded token's `moe_down`; x_in_gated_norm.wgsl for a
-// decoded token's KDA output projection), after `x_prepare` (what they need first). Each workgroup stages its
-// one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks), or with
-// `stage_rows` several consecutive rows (n values in all, at most XQ_MAX); `rows_dot` then
-// finds the row of x from vec4 index xb at staged group (xb - x_base) / 8.
+// decoded token's KDA output projection), after `x_prepare` (what they need first). Each
+// workgroup stages its one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the
+// host checks), or with `stage_rows` several consecutive rows (n values in all, at most
+// XQ_MAX); `rows_dot` then finds the row of x from vec4 index xb at staged group
+// (xb - x_base) / 8.
 const XQ_MAX: u32 = 9216u;
 
 var<workgroup> xq: array<vec4<u32>, XQ_MAX / 16u>;

@@ -106,14 +106,30 @@ pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
     ty == GgmlType::Q4_K && cols <= Q8_MAX_COLS
 }
 
+/// What the decode products' 8-bit staging reads as the activations (`x_at` in x_q8.wgsl).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum XIn {
+    /// x itself (x_in.wgsl).
+    Plain,
+    /// silu(x) ⊙ x_up (x_in_swiglu.wgsl, a decoded token's `moe_down`).
+    Swiglu,
+    /// The gated RMSNorm of x per head (x_in_gated_norm.wgsl, a decoded token's KDA output
+    /// projection).
+    GatedNorm,
+}
+
 /// How the decode products' workgroups stage their activation row: in 8-bit integers for
-/// integer dot products (of x, or where `swiglu` of silu(x) ⊙ x_up), or not at all.
-fn x_stage(q8: bool, swiglu: bool) -> String {
-    match (q8, swiglu) {
-        (true, false) => format!("{X_Q8}\n{X_IN}"),
-        (true, true) => format!("{X_Q8}\n{X_IN_SWIGLU}"),
-        (false, _) => X_F32.to_string(),
+/// integer dot products (of what `x_in` says), or not at all.
+fn x_stage(q8: bool, x_in: XIn) -> String {
+    if !q8 {
+        return X_F32.to_string();
     }
+    let x_at = match x_in {
+        XIn::Plain => X_IN,
+        XIn::Swiglu => X_IN_SWIGLU,
+        XIn::GatedNorm => X_IN_GATED_NORM,
+    };
+    format!("{X_Q8}\n{x_at}")
 }
 
 /// Most heads whose norms a `MatvecGatedNorm` workgroup holds (GN_MAX_HEADS in
@@ -183,13 +199,10 @@ pub fn row_quantum(ty: GgmlType) -> usize {
 /// Most products one `matvecs` dispatch computes (its Params hold 8 jobs).
 pub const MAX_JOBS: usize = 8;
 
-/// `matvecs` bindings in the order the host passes buffers: x, w0.., y0.. (the uniform is 1).
-static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS] =
-    [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
-
-/// `MatvecsConv(n)` bindings: x, w0.., y0.. as `matvecs` for its n jobs, then the three
-/// streams' taps and states (see [`fused_source`]).
-static MATVECS_CONV_STORAGE: [u32; 1 + 2 * MAX_JOBS + 6] = [
+/// `matvecs` bindings in the order the host passes buffers: x, w0.., y0.. (the uniform is 1),
+/// then, for `MatvecsConv`, the three streams' taps and states (see [`fused_source`]): a kernel
+/// of n jobs takes the first 1 + 2n entries, or 1 + 2n + 6.
+static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS + 6] = [
     0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
 ];
 
@@ -297,7 +310,7 @@ impl Kernel {
                     MATVECS,
                     "matvecs",
                     true,
-                    &MATVECS_CONV_STORAGE[..1 + 2 * n as usize + 6],
+                    &MATVECS_STORAGE[..1 + 2 * n as usize + 6],
                     1,
                 )
             },
@@ -492,10 +505,10 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false, false)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, XIn::Plain, false)
         }
         (Kernel::MatvecsConv(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, false, true)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, XIn::Plain, true)
         }
         (Kernel::MatmulSelPair, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -504,7 +517,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 MATMUL_SEL_PAIR
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, false, false)
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, XIn::Plain, false)
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -512,20 +525,27 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             } else {
                 MOE_DOWN
             };
-            let swiglu = key.kernel == Kernel::MoeDownSwiglu;
+            let x_in = if key.kernel == Kernel::MoeDownSwiglu {
+                XIn::Swiglu
+            } else {
+                XIn::Plain
+            };
             let src = format!("{MOE_DOWN_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, swiglu, false)
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, x_in, false)
         }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
-            if key.kernel == Kernel::MatvecGatedNorm {
-                format!("{X_Q8}\n{X_IN_GATED_NORM}")
-            } else {
-                x_stage(key.q8, false)
-            },
+            x_stage(
+                key.q8,
+                if key.kernel == Kernel::MatvecGatedNorm {
+                    XIn::GatedNorm
+                } else {
+                    XIn::Plain
+                }
+            ),
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
@@ -549,10 +569,10 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     })
 }
 
-/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs` weights of
-/// type `ty` with decoder `dec`: the type's constants once, then per weight a renamed copy of
-/// the helpers that read it, reached through `job_dot` and `job_store`; staging the SwiGLU of
-/// x and x_up where `swiglu` (see [`x_stage`]); storing jobs 0..3 through the KDA short
+/// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs`
+/// weights of type `ty` with decoder `dec`: the type's constants once, then per weight a
+/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`;
+/// staging what `x_in` says (see [`x_stage`]); storing jobs 0..3 through the KDA short
 /// convolution where `conv` (matvecs_conv.wgsl).
 fn fused_source(
     ty: GgmlType,
@@ -560,7 +580,7 @@ fn fused_source(
     dec: &str,
     jobs: usize,
     entry: &str,
-    swiglu: bool,
+    x_in: XIn,
     conv: bool,
 ) -> String {
     let dot = dot_source(ty, q8);
@@ -617,7 +637,7 @@ fn fused_source(
         }
         s += MATVECS_CONV;
     }
-    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, swiglu))
+    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, x_in))
 }
 
 fn without_consts(src: &str) -> String {
@@ -729,7 +749,15 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(ty, false, decoder(ty).unwrap(), 3, MATVECS, false, false);
+        let s = fused_source(
+            ty,
+            false,
+            decoder(ty).unwrap(),
+            3,
+            MATVECS,
+            XIn::Plain,
+            false,
+        );
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }

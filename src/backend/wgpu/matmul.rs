@@ -156,6 +156,21 @@ struct Params {
 }
 
 impl Params {
+    /// A plain product: `t` rows of `cols` values into rows of `rows` outputs, one after another.
+    fn dense(cols: usize, rows: usize, t: usize) -> Params {
+        Params {
+            cols,
+            t,
+            x_stride: cols,
+            y_stride: rows,
+            y_off: 0,
+            per: 0,
+            x_div: 1,
+            mode: 0,
+            heads: 1,
+        }
+    }
+
     fn sel(w: &WgpuWeight<'_>, s: &SelProduct<'_>, mode: u32, heads: u32) -> Params {
         Params {
             cols: w.ne[0],
@@ -245,18 +260,7 @@ impl WgpuBackend {
             }
         }
         for part in &w.parts {
-            let params = Params {
-                cols,
-                t,
-                x_stride: cols,
-                y_stride: rows,
-                y_off: 0,
-                per: 0,
-                x_div: 1,
-                mode: 0,
-                heads: 1,
-            }
-            .for_part(part);
+            let params = Params::dense(cols, rows, t).for_part(part);
             let (key, groups) = if t == 1 {
                 let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, !self.exact);
                 (key, part.rows.div_ceil(rpw))
@@ -300,15 +304,8 @@ impl WgpuBackend {
         let n = t * rows;
         let partial = self.scratch(slices * n)?;
         let params = Params {
-            cols,
-            t,
-            x_stride: cols,
-            y_stride: rows,
-            y_off: 0,
             per: slice,
-            x_div: 1,
-            mode: 0,
-            heads: 1,
+            ..Params::dense(cols, rows, t)
         }
         .for_part(&w.parts[0]);
         self.run_shaped(
@@ -382,6 +379,18 @@ impl WgpuBackend {
             && dims.heads <= kernels::GATED_NORM_MAX_HEADS
     }
 
+    /// The f32 values of a per-head norm weight (`gated_rms_norm`'s), checked against the head.
+    pub(super) fn head_norm_values(
+        &self,
+        norm: &WgpuWeight<'_>,
+        dims: KdaDims,
+    ) -> Result<wgpu::Buffer> {
+        if norm.n_elements() < dims.head_dim {
+            return Err(norm.shape_error(format!("at least {} values", dims.head_dim)));
+        }
+        self.values(norm)
+    }
+
     /// One token's gated RMSNorm of `o` (per head: `norm ⊙ o / sqrt(mean(o²) + eps) ⊙
     /// sigmoid(gate)`) times `w` into `out`, in one `matvec` whose workgroups stage the normed
     /// values themselves (x_in_gated_norm.wgsl); `o` is left as it was.
@@ -400,22 +409,13 @@ impl WgpuBackend {
         check_len(o.len, cols)?;
         check_len(gate.len, cols)?;
         check_len(out.len, rows)?;
-        if norm.n_elements() < dims.head_dim {
-            return Err(norm.shape_error(format!("at least {} values", dims.head_dim)));
-        }
-        let nv = self.values(norm)?;
+        let nv = self.head_norm_values(norm, dims)?;
         let part = &w.parts[0];
         // The head dim and eps ride in fields a plain matvec does not read (see the shader).
         let params = Params {
-            cols,
-            t: 1,
-            x_stride: cols,
-            y_stride: rows,
-            y_off: 0,
             per: dims.head_dim,
-            x_div: 1,
             mode: eps.to_bits(),
-            heads: 1,
+            ..Params::dense(cols, rows, 1)
         }
         .for_part(part);
         let (key, rpw) = decode_kernel(Kernel::MatvecGatedNorm, w, rows, true);

@@ -844,10 +844,7 @@ impl Backend for WgpuBackend {
         let n = t * dims.width();
         check_len(o.len, n)?;
         check_len(gate.len, n)?;
-        if w.n_elements() < dims.head_dim {
-            return Err(w.shape_error(format!("at least {} values", dims.head_dim)));
-        }
-        let wv = self.values(w)?;
+        let wv = self.head_norm_values(w, dims)?;
         self.run(
             KernelKey::plain(Kernel::GatedRmsNorm),
             &[&gate.buf, &wv, &o.buf],

@@ -62,7 +62,7 @@ pub struct Recorder {
     pub fresh_bytes: u64,
     /// Dispatches recorded so far.
     pub dispatches: u64,
-    /// Kernels whose dispatches are left out (`kiln bench --leave-out`): labels starting with
+    /// Kernels whose dispatches are left out (`kiln bench --ablate`): labels starting with
     /// any of these.
     pub leave_out: Vec<String>,
 }
