@@ -1,8 +1,9 @@
 # Sourced by the device scripts (device_bench.sh, device_ab.sh, device_ablate.sh) on a GPU
 # machine without network: unpacks xz-compressed carried binaries (carry/NAME.xz; what travels
 # to the machine is capped at 64 MiB), installs the Vulkan loader from .gl/*.deb (the machine
-# has the NVIDIA driver's ICD but no loader), and synthesises the issue-7 reference file as $M (every matrix
-# with rows a multiple of 256 in Q4_K, ssm_f_b/ssm_g_b/attn_k_b in Q8_0, the rest F32).
+# has the NVIDIA driver's ICD but no loader), and synthesises the issue-7 reference file as $M
+# (every matrix with rows a multiple of 256 in Q4_K, ssm_f_b/ssm_g_b/attn_k_b in Q8_0, the rest
+# F32).
 for f in carry/*.xz; do
     [ -e "$f" ] || continue
     xz -d -k -f "$f"
