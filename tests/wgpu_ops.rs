@@ -264,6 +264,60 @@ fn matmuls_case<B: Backend>(b: &B, ws: &[Tensor], x: &[f32], t: usize) -> Vec<Ve
         .collect()
 }
 
+/// Each weight's product with its own input, through `matmuls_of`.
+fn matmuls_of_case<B: Backend>(b: &B, ws: &[Tensor], xs: &[Vec<f32>], t: usize) -> Vec<Vec<f32>> {
+    let rows = |w: &Tensor| w.ne[1];
+    let wbs: Vec<_> = ws.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let xbs: Vec<_> = xs.iter().map(|x| buf(b, x)).collect();
+    let mut outs: Vec<_> = ws.iter().map(|w| b.alloc(t * rows(w)).unwrap()).collect();
+    let mut jobs: Vec<_> = (wbs.iter().zip(&xbs).zip(outs.iter_mut()))
+        .map(|((w, x), y)| (w, x, y))
+        .collect();
+    b.matmuls_of(t, &mut jobs).unwrap();
+    ws.iter()
+        .zip(&outs)
+        .map(|(w, o)| b.read(o, t * rows(w)).unwrap())
+        .collect()
+}
+
+/// A decoded token's products of their own inputs share a dispatch where the type reads its
+/// activations straight from memory (Q8_0, F32: a KDA layer's f_b and g_b), and run one by
+/// one where it stages them in 8 bits (Q4_K) or for a prompt.
+#[test]
+fn matmuls_of_own_inputs_fuse_where_nothing_is_staged() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(14);
+    let cols = 256;
+    for ty in [GgmlType::Q8_0, GgmlType::F32, GgmlType::Q4_K] {
+        let ws: Vec<Tensor> = [300, 40, 7]
+            .into_iter()
+            .map(|rows| Tensor::new("w", ty, [cols, rows, 1, 1], &r.vec(cols * rows, 1.0)))
+            .collect();
+        for t in [1, 2] {
+            let xs: Vec<Vec<f32>> = (0..3).map(|_| r.vec(t * cols, 1.0)).collect();
+            g.set_profiling(true).unwrap();
+            let got = matmuls_of_case(&g, &ws, &xs, t);
+            let calls: u64 = (g.profile().unwrap().into_iter())
+                .filter(|k| k.name.starts_with("mat"))
+                .map(|k| k.calls)
+                .sum();
+            let bound = if t == 1 {
+                decode_nmse(&g, ty)
+            } else {
+                prompt_nmse(&g)
+            };
+            assert_all_close(
+                &format!("matmuls_of {ty} t={t}"),
+                &got,
+                &matmuls_of_case(&c, &ws, &xs, t),
+                bound,
+            );
+            let fused = t == 1 && ty != GgmlType::Q4_K;
+            assert_eq!(calls, if fused { 1 } else { 3 }, "{ty} t={t}");
+        }
+    }
+}
+
 fn assert_all_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], bound: f64) {
     assert_eq!(got.len(), want.len());
     for (j, (g, w)) in got.iter().zip(want).enumerate() {

@@ -265,6 +265,19 @@ pub trait Backend: Sync {
         }
         Ok(())
     }
+    /// Each job's own input times its weight, `out = x · Wᵀ` as [`Backend::matmul`]. Backends
+    /// fuse the products where that saves passes (a decoded token's KDA f_b and g_b: one
+    /// dispatch).
+    fn matmuls_of(
+        &self,
+        t: usize,
+        jobs: &mut [(&Self::Weight<'_>, &Self::Buf, &mut Self::Buf)],
+    ) -> Result<()> {
+        for (w, x, out) in jobs.iter_mut() {
+            self.matmul(w, x, t, out)?;
+        }
+        Ok(())
+    }
     /// `out = w ⊙ x / sqrt(mean(x²) + eps)` per row of width `w`'s length.
     fn rms_norm(
         &self,

@@ -50,8 +50,12 @@ pub fn forward<B: Backend>(
         ],
     )?;
 
-    let mut g = b.scratch(t * c)?;
-    b.matmul(&w.f_b, &f_low, t, &mut g)?;
+    // The decay's and the output gate's up-projections together (one dispatch when decoding).
+    let (mut g, mut gate) = (b.scratch(t * c)?, b.scratch(t * c)?);
+    b.matmuls_of(
+        t,
+        &mut [(&w.f_b, &f_low, &mut g), (&w.g_b, &g_low, &mut gate)],
+    )?;
 
     let mut o = b.scratch(t * c)?;
     let inputs = KdaInputs {
@@ -69,8 +73,6 @@ pub fn forward<B: Backend>(
         b.kda_chunked(inputs, state, t, dm, &mut o)?;
     }
 
-    // The output gate reuses a projection output buffer.
-    b.matmul(&w.g_b, &g_low, t, &mut qkv[0])?;
-    b.gated_rms_norm_matmul(&mut o, &qkv[0], &w.norm, cfg.rms_eps, t, dm, &w.out, out)?;
+    b.gated_rms_norm_matmul(&mut o, &gate, &w.norm, cfg.rms_eps, t, dm, &w.out, out)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::super::kda_projections_unfused;
 use super::kernels::{self, Kernel, KernelKey};
-use super::matmul::ConvStores;
+use super::matmul::{ConvStores, Inputs};
 use super::{
     BackendError, KdaDims, KdaInputs, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
 };
@@ -144,7 +144,7 @@ impl WgpuBackend {
             state: state.each_ref(),
             kw: dims.conv_kernel,
         };
-        self.matvecs(x, &fused, Some(&stores))?;
+        self.matvecs(Inputs::Shared(x), &fused, Some(&stores))?;
         let rest: Vec<_> = rest.into_iter().map(|(_, j)| j).collect();
         self.matmuls_into(x, t, &rest)
     }

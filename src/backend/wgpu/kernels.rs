@@ -107,8 +107,9 @@ pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
 }
 
 /// What the decode products' 8-bit staging reads as the activations (`x_at` in x_q8.wgsl).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum XIn {
+    #[default]
     /// x itself (x_in.wgsl).
     Plain,
     /// silu(x) ⊙ x_up (x_in_swiglu.wgsl, a decoded token's `moe_down`).
@@ -206,6 +207,12 @@ static MATVECS_STORAGE: [u32; 1 + 2 * MAX_JOBS + 6] = [
     0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
 ];
 
+/// `MatvecsOf(n)` bindings: w0.., y0.. as `matvecs` for its n jobs, then each job's input
+/// (see [`fused_source`]); the shared x is not read.
+static MATVECS_OF_STORAGE: [u32; 3 * MAX_JOBS] = [
+    2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
@@ -221,6 +228,8 @@ pub enum Kernel {
     MatvecGatedNorm,
     /// Decode products of one input with this many weights (2..=MAX_JOBS).
     Matvecs(u8),
+    /// `Matvecs` where each product reads its own input (a KDA layer's f_b and g_b products).
+    MatvecsOf(u8),
     /// `Matvecs` whose first three products (a KDA layer's q, k, v) are stored through the
     /// short convolution (`shaders/matvecs_conv.wgsl`).
     MatvecsConv(u8),
@@ -302,6 +311,13 @@ impl Kernel {
                 "matvecs",
                 true,
                 &MATVECS_STORAGE[..1 + 2 * n as usize],
+                1,
+            ),
+            Kernel::MatvecsOf(n) => d(
+                MATVECS,
+                "matvecs",
+                true,
+                &MATVECS_OF_STORAGE[..3 * n as usize],
                 1,
             ),
             Kernel::MatvecsConv(n) => Def {
@@ -505,11 +521,30 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     };
     Ok(match (key.kernel, def.typed, key.ty) {
         (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, XIn::Plain, false)
+            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, Fused::default())
         }
-        (Kernel::MatvecsConv(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, XIn::Plain, true)
-        }
+        (Kernel::MatvecsOf(n), _, Some(ty)) => fused_source(
+            ty,
+            false,
+            typed(ty)?,
+            n.into(),
+            MATVECS,
+            Fused {
+                own_inputs: true,
+                ..Fused::default()
+            },
+        ),
+        (Kernel::MatvecsConv(n), _, Some(ty)) => fused_source(
+            ty,
+            key.q8,
+            typed(ty)?,
+            n.into(),
+            MATVECS,
+            Fused {
+                conv: true,
+                ..Fused::default()
+            },
+        ),
         (Kernel::MatmulSelPair, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
                 MATMUL_SEL_PAIR_UNITS
@@ -517,7 +552,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 MATMUL_SEL_PAIR
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, XIn::Plain, false)
+            fused_source(ty, key.q8, typed(ty)?, 2, &src, Fused::default())
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -531,7 +566,17 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 XIn::Plain
             };
             let src = format!("{MOE_DOWN_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, x_in, false)
+            fused_source(
+                ty,
+                key.q8,
+                typed(ty)?,
+                2,
+                &src,
+                Fused {
+                    x_in,
+                    ..Fused::default()
+                },
+            )
         }
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
@@ -569,19 +614,29 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     })
 }
 
+/// What a several-weight kernel does besides its products ([`fused_source`]).
+#[derive(Clone, Copy, Default)]
+struct Fused {
+    /// What its 8-bit staging reads (see [`x_stage`]).
+    x_in: XIn,
+    /// Stores jobs 0..3 through the KDA short convolution (matvecs_conv.wgsl).
+    conv: bool,
+    /// Each job reads its own input, `x{j}` (bound after the outputs), not the shared `x`: for
+    /// types whose products read x straight from memory (no staging).
+    own_inputs: bool,
+}
+
 /// A kernel of several weights (`entry`: `matvecs`, `matmul_sel_pair`, `moe_down`) for `jobs`
 /// weights of type `ty` with decoder `dec`: the type's constants once, then per weight a
-/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`;
-/// staging what `x_in` says (see [`x_stage`]); storing jobs 0..3 through the KDA short
-/// convolution where `conv` (matvecs_conv.wgsl).
+/// renamed copy of the helpers that read it, reached through `job_dot` and `job_store`, with
+/// what `fused` adds.
 fn fused_source(
     ty: GgmlType,
     q8: bool,
     dec: &str,
     jobs: usize,
     entry: &str,
-    x_in: XIn,
-    conv: bool,
+    fused: Fused,
 ) -> String {
     let dot = dot_source(ty, q8);
     let helpers = format!(
@@ -598,7 +653,7 @@ fn fused_source(
         .map(|l| format!("{l}\n"))
         .collect();
     for j in 0..jobs {
-        s += &rename_for_weight(&helpers, j);
+        s += &rename_for_weight(&helpers, j, fused.own_inputs);
         s += &format!(
             "@group(0) @binding({}) var<storage, read> w{j}: array<{elem}>;\n\
              @group(0) @binding({}) var<storage, read_write> y{j}: array<f32>;\n",
@@ -620,13 +675,21 @@ fn fused_source(
     s += &format!(
         "fn job_store(j: u32, i: u32, v: f32) {{\n    switch j {{\n{}        \
          default: {{}}\n    }}\n}}\n",
-        cases(&|j| if conv && j < 3 {
+        cases(&|j| if fused.conv && j < 3 {
             format!("y{j}[i] = conv_step({j}u, i, job_at(p.rows, {j}u), v);")
         } else {
             format!("y{j}[i] = v;")
         })
     );
-    if conv {
+    if fused.own_inputs {
+        for j in 0..jobs {
+            s += &format!(
+                "@group(0) @binding({}) var<storage, read> x{j}: array<vec4<f32>>;\n",
+                2 + 2 * jobs + j
+            );
+        }
+    }
+    if fused.conv {
         for st in 0..3 {
             s += &format!(
                 "@group(0) @binding({}) var<storage, read> taps{st}: array<f32>;\n\
@@ -637,7 +700,7 @@ fn fused_source(
         }
         s += MATVECS_CONV;
     }
-    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, x_in))
+    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, fused.x_in))
 }
 
 fn without_consts(src: &str) -> String {
@@ -647,10 +710,11 @@ fn without_consts(src: &str) -> String {
         .collect()
 }
 
-/// `src` reading weight binding `w{j}` instead of `w`, with every function it defines (and
-/// every call of one) suffixed `_{j}`, so that copies for several weights coexist. Member
-/// accesses (`v.w`) and numbers (`4u`) are left alone.
-fn rename_for_weight(src: &str, j: usize) -> String {
+/// `src` reading weight binding `w{j}` instead of `w` (and input `x{j}` instead of `x` where
+/// `input`), with every function it defines (and every call of one) suffixed `_{j}`, so that
+/// copies for several weights coexist. Member accesses (`v.w`) and numbers (`4u`) are left
+/// alone.
+fn rename_for_weight(src: &str, j: usize, input: bool) -> String {
     let fns: Vec<&str> = src
         .lines()
         .filter_map(|l| l.strip_prefix("fn "))
@@ -669,8 +733,8 @@ fn rename_for_weight(src: &str, j: usize) -> String {
         }
         let end = rest.find(|c| !ident(c)).unwrap_or(rest.len());
         let word = &rest[..end];
-        if !after_dot && word == "w" {
-            out += &format!("w{j}");
+        if !after_dot && (word == "w" || (input && word == "x")) {
+            out += &format!("{word}{j}");
         } else if !after_dot && fns.contains(&word) {
             out += &format!("{word}_{j}");
         } else {
@@ -743,7 +807,7 @@ mod tests {
                    fn g(p: u32) -> vec4<u32> { return vec4<u32>(w[p], ww, 0u, 1u); }\n";
         let want = "fn f_3(a: u32) -> u32 {\n    return w3[a] + g_3(4u).w + h(a);\n}\n\
                     fn g_3(p: u32) -> vec4<u32> { return vec4<u32>(w3[p], ww, 0u, 1u); }\n";
-        assert_eq!(rename_for_weight(src, 3), want);
+        assert_eq!(rename_for_weight(src, 3, false), want);
     }
 
     #[test]
@@ -755,8 +819,7 @@ mod tests {
             decoder(ty).unwrap(),
             3,
             MATVECS,
-            XIn::Plain,
-            false,
+            Fused::default(),
         );
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");

@@ -109,6 +109,14 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     (key, groups * rt)
 }
 
+/// Where the products of one `matvecs` dispatch read their activation row.
+pub(super) enum Inputs<'a> {
+    /// One row for all (a layer's projections of its normed input).
+    Shared(&'a WgpuBuf),
+    /// A row per product, in job order.
+    PerJob(&'a [&'a WgpuBuf]),
+}
+
 /// The short convolutions that `matvecs` stores its first three products through: the three
 /// streams' taps (f32 values, [channel][kw]) and states.
 pub(super) struct ConvStores<'a> {
@@ -353,7 +361,7 @@ impl WgpuBackend {
                 _ => {
                     batch.iter().for_each(|&k| done[k] = true);
                     let fused: Vec<_> = batch.iter().map(|&k| jobs[k]).collect();
-                    self.matvecs(x, &fused, None)?;
+                    self.matvecs(Inputs::Shared(x), &fused, None)?;
                 }
             }
         }
@@ -432,21 +440,35 @@ impl WgpuBackend {
     /// where `conv` is given, the first three are stored through its short convolutions.
     pub(super) fn matvecs(
         &self,
-        x: &WgpuBuf,
+        x: Inputs<'_>,
         jobs: &[(&WgpuWeight<'_>, &WgpuBuf)],
         conv: Option<&ConvStores<'_>>,
     ) -> Result<()> {
         let w0 = jobs[0].0;
         let cols = w0.ne[0];
-        check_len(x.len, cols)?;
+        match x {
+            Inputs::Shared(x) => check_len(x.len, cols)?,
+            Inputs::PerJob(xs) => {
+                if xs.len() != jobs.len() || conv.is_some() {
+                    return Err(BackendError::Gpu(format!(
+                        "matvecs: {} inputs for {} products",
+                        xs.len(),
+                        jobs.len()
+                    )));
+                }
+                xs.iter().try_for_each(|x| check_len(x.len, cols))?
+            }
+        }
         self.check_cols(w0, cols)?;
         let total = jobs.iter().map(|(w, _)| w.rows()).sum();
         let n = jobs.len() as u8;
-        let kernel = match conv {
-            Some(_) => Kernel::MatvecsConv(n),
-            None => Kernel::Matvecs(n),
+        let (kernel, q8) = match (&x, conv) {
+            // Inputs of their own are read straight from memory, never staged in 8 bits.
+            (Inputs::PerJob(_), _) => (Kernel::MatvecsOf(n), false),
+            (Inputs::Shared(_), Some(_)) => (Kernel::MatvecsConv(n), !self.exact),
+            (Inputs::Shared(_), None) => (Kernel::Matvecs(n), !self.exact),
         };
-        let (mut key, rpw) = decode_kernel(kernel, w0, total, !self.exact);
+        let (mut key, rpw) = decode_kernel(kernel, w0, total, q8);
         if let Some(c) = conv {
             key.spec |= (c.kw as u64) << 48;
         }
@@ -460,15 +482,47 @@ impl WgpuBackend {
             params[4 + j] = w.rows() as u32;
             params[4 + kernels::MAX_JOBS + j] = end as u32;
         }
-        let mut bufs: Vec<&wgpu::Buffer> = std::iter::once(&x.buf)
-            .chain(jobs.iter().map(|(w, _)| &w.parts[0].buf))
-            .chain(jobs.iter().map(|(_, y)| &y.buf))
-            .collect();
+        let products =
+            (jobs.iter().map(|(w, _)| &w.parts[0].buf)).chain(jobs.iter().map(|(_, y)| &y.buf));
+        let mut bufs: Vec<&wgpu::Buffer> = match x {
+            Inputs::Shared(x) => std::iter::once(&x.buf).chain(products).collect(),
+            Inputs::PerJob(xs) => products.chain(xs.iter().map(|x| &x.buf)).collect(),
+        };
         if let Some(c) = conv {
             bufs.extend(c.taps.iter());
             bufs.extend(c.state.iter().map(|s| &s.buf));
         }
         self.run(key, &bufs, &params, end)
+    }
+
+    /// Each job's product of its own input, `out = x · Wᵀ`: a decoded token's products of
+    /// weights that share a block type read straight from memory (no 8-bit staging) and a row
+    /// length, one buffer each, as one `matvecs` dispatch (a KDA layer's f_b and g_b); any
+    /// others one by one.
+    pub(super) fn matmuls_of_into(
+        &self,
+        t: usize,
+        jobs: &[(&WgpuWeight<'_>, &WgpuBuf, &WgpuBuf)],
+    ) -> Result<()> {
+        let w0 = jobs.first().map(|j| j.0);
+        let fusable = |w: &WgpuWeight<'_>| {
+            w0.is_some_and(|w0| w.ty == w0.ty && w.ne[0] == w0.ne[0])
+                && w.parts.len() == 1
+                && !kernels::q8_dots(w.ty, w.ne[0])
+        };
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        if t == 1
+            && (2..=kernels::MAX_JOBS.min(bindings / 3)).contains(&jobs.len())
+            && jobs.iter().all(|(w, _, _)| fusable(w))
+        {
+            let xs: Vec<&WgpuBuf> = jobs.iter().map(|j| j.1).collect();
+            let products: Vec<_> = jobs.iter().map(|&(w, _, y)| (w, y)).collect();
+            return self.matvecs(Inputs::PerJob(&xs), &products, None);
+        }
+        for &(w, x, y) in jobs {
+            self.matmul_into(w, x, t, y)?;
+        }
+        Ok(())
     }
 
     /// The products of [`SelProduct`]: `y[p * y_stride + r] = W_{sel(p)}[r] · x[p / x_div]`.

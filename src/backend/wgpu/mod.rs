@@ -721,6 +721,15 @@ impl Backend for WgpuBackend {
         self.matmuls_into(x, t, &jobs)
     }
 
+    fn matmuls_of(
+        &self,
+        t: usize,
+        jobs: &mut [(&WgpuWeight<'_>, &WgpuBuf, &mut WgpuBuf)],
+    ) -> Result<()> {
+        let jobs: Vec<_> = jobs.iter().map(|(w, x, y)| (*w, *x, &**y)).collect();
+        self.matmuls_of_into(t, &jobs)
+    }
+
     fn rms_norm(
         &self,
         x: &WgpuBuf,
