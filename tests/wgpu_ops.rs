@@ -1526,6 +1526,19 @@ fn list_adapters_finds_the_device() {
     assert!(WgpuBackend::new(Some(all.len())).is_err());
 }
 
+/// A process may open and drop backends many times (this binary does, a test each). NVIDIA's
+/// driver stopped listing its GPU after about 30 Vulkan instances in one process, so the
+/// backends share one instance; this opens more than that in a row.
+#[test]
+fn backends_open_and_close_many_times() {
+    for i in 0..40 {
+        let g = WgpuBackend::new(None).unwrap_or_else(|e| panic!("opening backend {i}: {e}"));
+        let mut x = g.alloc(4).unwrap();
+        g.write(&mut x, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(g.read(&x, 4).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    }
+}
+
 /// A prompt's expert products over several weight steps and row tiles, with and without the
 /// shared expert, for the block types whose tiles decode differently.
 #[test]

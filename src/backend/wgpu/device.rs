@@ -1,7 +1,7 @@
 //! Adapter discovery and device creation: Vulkan only, the adapter's own limits, the optional
 //! features the kernels can use, and validation errors captured instead of panicking.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::super::{BackendError, Result};
 
@@ -65,10 +65,16 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
-fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = wgpu::Backends::VULKAN;
-    wgpu::Instance::new(desc)
+/// The process's one Vulkan instance. NVIDIA's driver stops listing its GPU after about 30
+/// instances made in one process, even when each was dropped, so tests that open a backend
+/// each (and `inspect --devices` before a run) share this one.
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::VULKAN;
+        wgpu::Instance::new(desc)
+    })
 }
 
 fn adapters() -> Vec<wgpu::Adapter> {
