@@ -62,9 +62,15 @@ fn split_values(tiles: usize, cols: usize) -> Option<(usize, usize)> {
 }
 
 /// The decode product kernel `kernel` for `w` when it computes `rows` rows in all (on integer
-/// dot products against 8-bit activations where `q8` allows and the type has them), and the
-/// weight rows one workgroup serves.
-fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (KernelKey, usize) {
+/// dot products against 8-bit activations where `q8` allows and the type has them, each
+/// workgroup staging `staged` of them), and the weight rows one workgroup serves.
+fn decode_kernel(
+    kernel: Kernel,
+    w: &WgpuWeight<'_>,
+    rows: usize,
+    staged: usize,
+    q8: bool,
+) -> (KernelKey, usize) {
     let units = w.ne[0] / kernels::dot_values(w.ty);
     let ahead = kernels::loads_ahead(w.ty);
     // A type whose lanes load several units ahead gets up to one subgroup's worth of lanes
@@ -104,6 +110,7 @@ fn decode_kernel(kernel: Kernel, w: &WgpuWeight<'_>, rows: usize, q8: bool) -> (
     let key = KernelKey {
         spec: (tpr | rt << 16 | un << 32) as u64,
         q8,
+        xq: if q8 { kernels::staging_for(staged) } else { 0 },
         ..KernelKey::typed(kernel, w.ty)
     };
     (key, groups * rt)
@@ -270,7 +277,7 @@ impl WgpuBackend {
         for part in &w.parts {
             let params = Params::dense(cols, rows, t).for_part(part);
             let (key, groups) = if t == 1 {
-                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, !self.exact);
+                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, w.ne[0], !self.exact);
                 (key, part.rows.div_ceil(rpw))
             } else {
                 let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
@@ -426,7 +433,7 @@ impl WgpuBackend {
             ..Params::dense(cols, rows, 1)
         }
         .for_part(part);
-        let (key, rpw) = decode_kernel(Kernel::MatvecGatedNorm, w, rows, true);
+        let (key, rpw) = decode_kernel(Kernel::MatvecGatedNorm, w, rows, w.ne[0], true);
         self.run_shaped(
             key,
             Some(w.ne),
@@ -468,7 +475,7 @@ impl WgpuBackend {
             (Inputs::Shared(_), Some(_)) => (Kernel::MatvecsConv(n), !self.exact),
             (Inputs::Shared(_), None) => (Kernel::Matvecs(n), !self.exact),
         };
-        let (mut key, rpw) = decode_kernel(kernel, w0, total, q8);
+        let (mut key, rpw) = decode_kernel(kernel, w0, total, cols, q8);
         if let Some(c) = conv {
             key.spec |= (c.kw as u64) << 48;
         }
@@ -545,7 +552,7 @@ impl WgpuBackend {
             Select::Ids(b) => (0, 1, b),
             Select::Heads(h) => (1, h as u32, &self.dummy),
         };
-        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs, !self.exact);
+        let (key, rpw) = decode_kernel(Kernel::MatmulSel, w, s.per * s.pairs, w.ne[0], !self.exact);
         for part in &w.parts {
             let params = Params::sel(w, &s, mode, heads).for_part(part);
             self.run_shaped(
@@ -584,6 +591,7 @@ impl WgpuBackend {
             Kernel::MatmulSelPair,
             w[0],
             2 * s.per * s.pairs,
+            w[0].ne[0],
             !self.exact,
         );
         let params = [
@@ -671,7 +679,7 @@ impl WgpuBackend {
             self.swiglu_bufs(&gate.buf, &up.buf, n)?;
             Kernel::MoeDown
         };
-        let (key, rpw) = decode_kernel(kernel, down, rows, q8);
+        let (key, rpw) = decode_kernel(kernel, down, rows, n, q8);
         self.run_shaped(
             key,
             Some(down.ne),
