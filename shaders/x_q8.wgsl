@@ -9,7 +9,8 @@
 // workgroup stages its one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the
 // host checks), or with `stage_rows` several consecutive rows (n values in all, at most
 // XQ_MAX); `rows_dot` then finds the row of x from vec4 index xb at staged group
-// (xb - x_base) / 8.
+// (xb - x_base) / 8. The host builds each kernel with XQ_MAX set to what it stages (kernels.rs,
+// staging_for): workgroup memory reserved for the longest row slowed the shorter rows' products.
 const XQ_MAX: u32 = 9216u;
 
 var<workgroup> xq: array<vec4<u32>, XQ_MAX / 16u>;
