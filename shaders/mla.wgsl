@@ -45,6 +45,8 @@ var<workgroup> red_h: array<f32, MAXH * WG>;
 var<workgroup> sp: array<f32, MAXH * CH>;
 // Each head's query against the cached width: q_abs then the rope part (MAX_CW4 vec4s).
 const MAX_CW4: u32 = 160u;
+// Cached vec4s each mla_attend thread loads at once.
+const AB: u32 = 8u;
 var<workgroup> sq: array<vec4<f32>, MAXH * MAX_CW4>;
 
 fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -163,10 +165,21 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if j < n {
         let cb = (start + j) * cw4;
         var acc: array<f32, MAXH>;
-        for (var c = 0u; c < cw4; c++) {
-            let cv = cache4[cb + c];
-            for (var h = 0u; h < HG; h++) {
-                acc[h] += dot(sq[h * MAX_CW4 + c], cv);
+        // AB loads of the row in flight before the first is used: one per iteration left
+        // each thread waiting out a memory round trip per vec4 of its row.
+        for (var c0 = 0u; c0 < cw4; c0 += AB) {
+            var cv: array<vec4<f32>, AB>;
+            for (var a = 0u; a < AB; a++) {
+                if c0 + a < cw4 {
+                    cv[a] = cache4[cb + c0 + a];
+                }
+            }
+            for (var a = 0u; a < AB; a++) {
+                if c0 + a < cw4 {
+                    for (var h = 0u; h < HG; h++) {
+                        acc[h] += dot(sq[h * MAX_CW4 + c0 + a], cv[a]);
+                    }
+                }
             }
         }
         for (var h = 0u; h < HG; h++) {
@@ -184,10 +197,19 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let l = reduce_heads(e, j, false);
     for (var c = j; c < l4; c += WG) {
         var acc: array<vec4<f32>, MAXH>;
-        for (var tau = 0u; tau < n; tau++) {
-            let cv = cache4[(start + tau) * cw4 + c];
-            for (var h = 0u; h < HG; h++) {
-                acc[h] += sp[h * CH + tau] * cv;
+        for (var t0 = 0u; t0 < n; t0 += AB) {
+            var cv: array<vec4<f32>, AB>;
+            for (var a = 0u; a < AB; a++) {
+                if t0 + a < n {
+                    cv[a] = cache4[(start + t0 + a) * cw4 + c];
+                }
+            }
+            for (var a = 0u; a < AB; a++) {
+                if t0 + a < n {
+                    for (var h = 0u; h < HG; h++) {
+                        acc[h] += sp[h * CH + t0 + a] * cv[a];
+                    }
+                }
             }
         }
         for (var h = 0u; h < HG; h++) {
