@@ -10,7 +10,9 @@
 set -e
 BIN=${BIN:-kiln}
 source scripts/device_setup.sh
-K="matvecs,matmul_sel_pair,moe_down,add_rms_norm,matvec Q4_K q8 4096,matvec Q8_0,matvec F32"
-K="$K,kda_scan,gated_rms_norm,mla_,matmul_sel Q,matvec Q4_K q8 2304x163840,embed"
+# "matvecs" covers "matvecs Q8_0" (a KDA layer's f_b and g_b), which also gets a row; a
+# decoded token's gated norm runs inside the output projection ("matvec Q4_K q8 4096").
+K="matvecs,matvecs Q8_0,matmul_sel_pair,moe_down,add_rms_norm,matvec Q4_K q8 4096,matvec F32"
+K="$K,kda_scan,mla_,matmul_sel Q,matvec Q4_K q8 2304x163840,embed"
 ALL="matmul+matvec+embed+rms_norm+add+gated+swiglu+sum_slices+kda_+short_conv+mla_+moe_combine+moe_group+moe_down+copy"
 ./carry/"$BIN" bench -m $M --backend wgpu -p 0 -n 128 -r 3 --ablate "$K,$ALL"
