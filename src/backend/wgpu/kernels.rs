@@ -117,8 +117,8 @@ pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
 /// What the decode products' 8-bit staging reads as the activations (`x_at` in x_q8.wgsl).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum XIn {
-    #[default]
     /// x itself (x_in.wgsl).
+    #[default]
     Plain,
     /// silu(x) ⊙ x_up (x_in_swiglu.wgsl, a decoded token's `moe_down`).
     Swiglu,

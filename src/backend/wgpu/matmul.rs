@@ -62,8 +62,8 @@ fn split_values(tiles: usize, cols: usize) -> Option<(usize, usize)> {
 }
 
 /// The decode product kernel `kernel` for `w` when it computes `rows` rows in all (on integer
-/// dot products against 8-bit activations where `q8` allows and the type has them, each
-/// workgroup staging `staged` of them), and the weight rows one workgroup serves.
+/// dot products against 8-bit activations where `q8` allows and the type has them; a
+/// workgroup then stages `staged` activations), and the weight rows one workgroup serves.
 fn decode_kernel(
     kernel: Kernel,
     w: &WgpuWeight<'_>,
