@@ -301,11 +301,12 @@ impl WgpuBackend {
             };
             self.run(key, &bufs, params, t * heads / hg * plan.nsplit)?;
         }
+        // mla_combine's workgroups serve WG (128) columns of one pair each.
         self.run(
             KernelKey::plain(Kernel::MlaCombine),
             &[&o_lat.buf, &part.buf],
             params,
-            t * heads,
+            t * heads * l.div_ceil(128),
         )
     }
 }
