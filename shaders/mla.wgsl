@@ -45,7 +45,8 @@ var<workgroup> red_h: array<f32, MAXH * WG>;
 var<workgroup> sp: array<f32, MAXH * CH>;
 // Each head's query against the cached width: q_abs then the rope part (MAX_CW4 vec4s).
 const MAX_CW4: u32 = 160u;
-// Cached vec4s each mla_attend thread loads at once.
+// Loads each thread of mla_attend (cached vec4s) and mla_combine (splits) issues before it
+// uses the first.
 const AB: u32 = 8u;
 var<workgroup> sq: array<vec4<f32>, MAXH * MAX_CW4>;
 

@@ -12,6 +12,8 @@ use super::{
 
 /// Cached positions per attention workgroup (CH in the shader).
 const CH: usize = 128;
+/// Latent columns per `mla_combine` workgroup (WG in the shader).
+const COMBINE_COLUMNS: usize = 128;
 /// Widest cached row the attention kernel stages (4 · MAX_CW4 in the shader).
 const MAX_CACHE_WIDTH: usize = 640;
 /// Most heads one attention workgroup serves (MAXH in the shader).
@@ -301,12 +303,11 @@ impl WgpuBackend {
             };
             self.run(key, &bufs, params, t * heads / hg * plan.nsplit)?;
         }
-        // mla_combine's workgroups serve WG (128) columns of one pair each.
         self.run(
             KernelKey::plain(Kernel::MlaCombine),
             &[&o_lat.buf, &part.buf],
             params,
-            t * heads * l.div_ceil(128),
+            t * heads * l.div_ceil(COMBINE_COLUMNS),
         )
     }
 }
