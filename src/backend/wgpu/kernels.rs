@@ -127,18 +127,22 @@ enum XIn {
     GatedNorm,
 }
 
-/// How the decode products' workgroups stage their activation row: in 8-bit integers for
-/// integer dot products (of what `x_in` says), or not at all.
-fn x_stage(q8: bool, x_in: XIn) -> String {
-    if !q8 {
+/// How the decode products' workgroups stage their activation row: `staging` of them in
+/// 8-bit integers for integer dot products (of what `x_in` says; see
+/// [`KernelKey::staging`]), or not at all.
+fn x_stage(staging: Option<u32>, x_in: XIn) -> String {
+    let Some(xq) = staging else {
         return X_F32.to_string();
-    }
+    };
     let x_at = match x_in {
         XIn::Plain => X_IN,
         XIn::Swiglu => X_IN_SWIGLU,
         XIn::GatedNorm => X_IN_GATED_NORM,
     };
-    format!("{X_Q8}\n{x_at}")
+    let default = format!("const XQ_MAX: u32 = {Q8_MAX_COLS}u;");
+    debug_assert!(X_Q8.contains(&default), "x_q8.wgsl has no XQ_MAX to size");
+    let x_q8 = X_Q8.replace(&default, &format!("const XQ_MAX: u32 = {xq}u;"));
+    format!("{x_q8}\n{x_at}")
 }
 
 /// Most heads whose norms a `MatvecGatedNorm` workgroup holds (GN_MAX_HEADS in
@@ -432,6 +436,16 @@ impl KernelKey {
         }
     }
 
+    /// The activations a `q8` kernel's workgroups stage in 8 bits (XQ_MAX), `None` for kernels
+    /// that stage none.
+    fn staging(&self) -> Option<u32> {
+        self.q8.then_some(if self.xq != 0 {
+            self.xq
+        } else {
+            Q8_MAX_COLS as u32
+        })
+    }
+
     /// The profiler's name for the kernel.
     pub fn label(&self) -> String {
         match (self.ty, self.q8) {
@@ -520,12 +534,7 @@ fn reductions(src: &str, subgroups: bool) -> String {
 
 /// The WGSL module of `key`'s kernel.
 fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
-    let mut src = assemble(key, def, subgroups)?;
-    if key.q8 && key.xq != 0 {
-        let default = format!("const XQ_MAX: u32 = {Q8_MAX_COLS}u;");
-        debug_assert!(src.contains(&default), "{}: no XQ_MAX to size", def.entry);
-        src = src.replace(&default, &format!("const XQ_MAX: u32 = {}u;", key.xq));
-    }
+    let src = assemble(key, def, subgroups)?;
     Ok(match key.ty {
         Some(ty) => bind_weight(src, ty),
         None => src,
@@ -538,12 +547,17 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
     };
     Ok(match (key.kernel, def.typed, key.ty) {
-        (Kernel::Matvecs(n), _, Some(ty)) => {
-            fused_source(ty, key.q8, typed(ty)?, n.into(), MATVECS, Fused::default())
-        }
+        (Kernel::Matvecs(n), _, Some(ty)) => fused_source(
+            ty,
+            key.staging(),
+            typed(ty)?,
+            n.into(),
+            MATVECS,
+            Fused::default(),
+        ),
         (Kernel::MatvecsOf(n), _, Some(ty)) => fused_source(
             ty,
-            false,
+            None,
             typed(ty)?,
             n.into(),
             MATVECS,
@@ -554,7 +568,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
         ),
         (Kernel::MatvecsConv(n), _, Some(ty)) => fused_source(
             ty,
-            key.q8,
+            key.staging(),
             typed(ty)?,
             n.into(),
             MATVECS,
@@ -570,7 +584,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 MATMUL_SEL_PAIR
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.q8, typed(ty)?, 2, &src, Fused::default())
+            fused_source(ty, key.staging(), typed(ty)?, 2, &src, Fused::default())
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -586,7 +600,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             let src = format!("{MOE_DOWN_IO}\n{entry}");
             fused_source(
                 ty,
-                key.q8,
+                key.staging(),
                 typed(ty)?,
                 2,
                 &src,
@@ -602,7 +616,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             typed(ty)?,
             dot_source(ty, key.q8),
             x_stage(
-                key.q8,
+                key.staging(),
                 if key.kernel == Kernel::MatvecGatedNorm {
                     XIn::GatedNorm
                 } else {
@@ -650,13 +664,13 @@ struct Fused {
 /// what `fused` adds.
 fn fused_source(
     ty: GgmlType,
-    q8: bool,
+    staging: Option<u32>,
     dec: &str,
     jobs: usize,
     entry: &str,
     fused: Fused,
 ) -> String {
-    let dot = dot_source(ty, q8);
+    let dot = dot_source(ty, staging.is_some());
     let helpers = format!(
         "{}\n{}\n{}\n{ROWS_DOT}",
         weight_helpers(ty),
@@ -718,7 +732,10 @@ fn fused_source(
         }
         s += MATVECS_CONV;
     }
-    format!("{s}{DECODE_REDUCE}\n{}\n{entry}", x_stage(q8, fused.x_in))
+    format!(
+        "{s}{DECODE_REDUCE}\n{}\n{entry}",
+        x_stage(staging, fused.x_in)
+    )
 }
 
 fn without_consts(src: &str) -> String {
@@ -831,14 +848,7 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(
-            ty,
-            false,
-            decoder(ty).unwrap(),
-            3,
-            MATVECS,
-            Fused::default(),
-        );
+        let s = fused_source(ty, None, decoder(ty).unwrap(), 3, MATVECS, Fused::default());
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }
