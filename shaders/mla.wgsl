@@ -3,9 +3,10 @@
 // pair against one split of CH cached positions and keeps an unnormalised partial (max, sum,
 // Σ p·c); mla_combine merges the splits. Splitting over the cache length keeps every SM busy
 // in a long-context decode, where there is only one token and a few heads. A prompt's
-// attention runs in mla_flash instead: a tile of query rows against a tile of staged cached
-// rows at a time, with an online softmax (flash attention), so that each cached row is read
-// once per tile of queries rather than once per token and head group.
+// attention, and a decoded token's deep in the context (the host's choice), runs in mla_flash
+// instead: a tile of query rows against a tile of staged cached rows at a time, with an online
+// softmax (flash attention), so that each cached row is read once per tile of queries rather
+// than once per token and head group.
 
 struct Params {
     heads: u32,
@@ -233,50 +234,74 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // Merges the splits of each pair into o_lat [t * heads, lora], which the host binds in the
 // read-write slot that mla_append uses for the cache. A workgroup serves WG columns of one
 // pair (the host dispatches t · heads · ceil(lora / WG) of them), each thread one column, so
-// that a long context's many splits are summed by many workgroups; every thread finds the
-// pair's max and total itself (the same addresses across the workgroup). One workgroup per
-// pair, looping over the columns and a split at a time, took about 100 µs per MLA layer of a
-// decoded token at depth 8192 (65 splits).
+// that a long context's many splits are summed by many workgroups. The pair's max, and each
+// split's weight exp(max_s - max), are found a thread per split (WG splits at a time, into
+// workgroup memory) rather than by every thread walking all the splits itself: that walk, a
+// memory round trip per split, took about 27 µs per MLA layer of a decoded token at depth
+// 8192 (65 splits). The sums run in split order, as before.
+var<workgroup> cmb_w: array<f32, WG>;
+var<workgroup> cmb_wl: array<f32, WG>;
+
 @compute @workgroup_size(128)
 fn mla_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
     let blocks = (p.lora + WG - 1u) / WG;
     let lin = lin_id(wid, nwg);
     let pair = lin / blocks;
-    let c = (lin % blocks) * WG + j;
-    if pair >= p.t * p.heads || c >= p.lora {
+    // The same for the whole workgroup, so it may leave before the barriers below.
+    if pair >= p.t * p.heads {
         return;
     }
+    let c = (lin % blocks) * WG + j;
     let stride = p.lora + 2u;
     let base = pair * p.nsplit * stride;
+    // The max over the splits that saw a position (a split past a row's token saw none).
     var mx = -3.4028235e38;
-    for (var s = 0u; s < p.nsplit; s++) {
+    for (var s = j; s < p.nsplit; s += WG) {
         let b = base + s * stride;
         if part[b + 1u] > 0.0 {
             mx = max(mx, part[b]);
         }
     }
+    mx = reduce(mx, j, true);
     var total = 0.0;
     var acc = 0.0;
-    // AB splits' loads in flight before the first is used.
-    for (var s0 = 0u; s0 < p.nsplit; s0 += AB) {
-        var ml: array<vec2<f32>, AB>;
-        var v: array<f32, AB>;
-        for (var a = 0u; a < AB; a++) {
-            if s0 + a < p.nsplit {
-                let b = base + (s0 + a) * stride;
-                ml[a] = vec2<f32>(part[b], part[b + 1u]);
-                v[a] = part[b + 2u + c];
+    for (var s0 = 0u; s0 < p.nsplit; s0 += WG) {
+        // Split s0 + j's weight and weighted sum, -1 for a split that saw nothing.
+        var w = -1.0;
+        var wl = 0.0;
+        if s0 + j < p.nsplit {
+            let b = base + (s0 + j) * stride;
+            let ml = vec2<f32>(part[b], part[b + 1u]);
+            if ml.y > 0.0 {
+                w = exp(ml.x - mx);
+                wl = w * ml.y;
             }
         }
-        for (var a = 0u; a < AB; a++) {
-            if s0 + a < p.nsplit && ml[a].y > 0.0 {
-                let w = exp(ml[a].x - mx);
-                total += w * ml[a].y;
-                acc += w * v[a];
+        cmb_w[j] = w;
+        cmb_wl[j] = wl;
+        workgroupBarrier();
+        let n = min(WG, p.nsplit - s0);
+        // AB splits' loads in flight before the first is used.
+        for (var a0 = 0u; a0 < n; a0 += AB) {
+            var v: array<f32, AB>;
+            for (var a = 0u; a < AB; a++) {
+                if a0 + a < n && c < p.lora {
+                    v[a] = part[base + (s0 + a0 + a) * stride + 2u + c];
+                }
+            }
+            for (var a = 0u; a < AB; a++) {
+                if a0 + a < n && cmb_w[a0 + a] >= 0.0 {
+                    total += cmb_wl[a0 + a];
+                    acc += cmb_w[a0 + a] * v[a];
+                }
             }
         }
+        // The next chunk's weights overwrite these.
+        workgroupBarrier();
     }
-    cache[pair * p.lora + c] = acc / total;
+    if c < p.lora {
+        cache[pair * p.lora + c] = acc / total;
+    }
 }
 
 // mla_flash: FQ query rows (consecutive (token, head) pairs, pair = token · heads + head)
