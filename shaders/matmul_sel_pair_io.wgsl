@@ -7,6 +7,8 @@ struct Params {
     x_stride: u32,
     y_stride: u32,
     y_off: u32,
+    // 1 where the shared expert's gate and up ride along as slot 0 (one token), else 0.
+    lead: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;

@@ -4,7 +4,7 @@
 // units each) before its first multiply, so that one memory round trip serves the pair where
 // one workgroup per weight made one each and staged the activations twice. Uses
 // dot/q4_k_q8.wgsl's unit_load, unit_x and unit_mul through their copies for W_0 (_0) and
-// W_1 (_1).
+// W_1 (_1), and unit_load's for the shared expert's W_2 (_2) and W_3 (_3) in slot 0.
 
 // Units per lane in flight at once, per weight (a 2304-value row has 72: 3 per lane of 32).
 const AHEAD: u32 = 4u;
@@ -13,14 +13,21 @@ const AHEAD: u32 = 4u;
 fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let lin = wid.x + wid.y * nwg.x;
     let groups = (p.per + RPW - 1u) / RPW;
-    let pair = lin / groups;
-    if pair >= p.pairs {
+    let slot = lin / groups;
+    if slot >= p.lead + p.pairs {
         return;
+    }
+    // Slot 0 is the shared expert's where p.lead is 1: weights W_2 and W_3, the one token's x.
+    let is_shared = slot < p.lead;
+    let pair = slot - p.lead;
+    var first = 0u;
+    if !is_shared {
+        first = ids[pair] * p.per;
     }
     let r = (lin % groups) * RPW + (li / TPR) * RT;
     let lane = li % TPR;
     let n = min(RT, max(p.per, r) - r);
-    let xb0 = (pair / p.x_div) * p.x_stride / 4u;
+    let xb0 = select((pair / p.x_div) * p.x_stride / 4u, 0u, is_shared);
     stage_x(li, xb0);
     let units = (p.cols / QK) * 8u;
     // In quads: rows and blocks are multiples of 16 bytes.
@@ -29,13 +36,16 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     // acc[k] holds row r + k's products with W_0 and W_1 in .x and .y.
     var acc: array<vec2<f32>, 4>;
     for (var k = 0u; k < n; k++) {
-        let r0 = (ids[pair] * p.per + r + k) * stride;
+        let r0 = (first + r + k) * stride;
         for (var u0 = lane; u0 < units; u0 += TPR * AHEAD) {
             var l0: array<array<vec4<u32>, 2>, AHEAD>;
             var l1: array<array<vec4<u32>, 2>, AHEAD>;
             for (var i = 0u; i < AHEAD; i++) {
                 let u = u0 + i * TPR;
-                if u < units {
+                if u < units && is_shared {
+                    l0[i] = unit_load_2(r0, u);
+                    l1[i] = unit_load_3(r0, u);
+                } else if u < units {
                     l0[i] = unit_load_0(r0, u);
                     l1[i] = unit_load_1(r0, u);
                 }
@@ -69,7 +79,7 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     if lane == 0u {
         for (var k = 0u; k < n; k++) {
-            let i = p.y_off + pair * p.y_stride + r + k;
+            let i = p.y_off + slot * p.y_stride + r + k;
             y0[i] = s[k].x;
             y1[i] = s[k].y;
         }

@@ -342,12 +342,12 @@ impl Kernel {
                     1,
                 )
             },
-            // x, w0, w1, y0, y1, ids.
+            // x, w0, w1, w2, w3 (the shared expert's gate and up), y0, y1, ids.
             Kernel::MatmulSelPair => d(
                 MATMUL_SEL_PAIR,
                 "matmul_sel_pair",
                 true,
-                &[0, 2, 3, 4, 5, 31],
+                &[0, 2, 3, 4, 5, 6, 7, 31],
                 1,
             ),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4, 5], 3),
@@ -584,7 +584,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 MATMUL_SEL_PAIR
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.staging(), typed(ty)?, 2, &src, Fused::default())
+            fused_source(ty, key.staging(), typed(ty)?, 4, &src, Fused::default())
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {

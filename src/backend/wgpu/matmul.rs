@@ -566,20 +566,47 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// Whether [`Self::matmul_sel_pair`] runs `w` under `s` in one dispatch, with `shared`
+    /// riding along where given: one buffer per weight, all of one type and row length, the
+    /// pair of one shape, the shared weights `s.per` rows each and one token's pairs only
+    /// (`s.pairs ≤ s.x_div`), storage bindings enough (8).
+    pub(super) fn sel_pair_fits(
+        &self,
+        w: [&WgpuWeight<'_>; 2],
+        shared: Option<[&WgpuWeight<'_>; 2]>,
+        s: &SelProduct<'_>,
+    ) -> bool {
+        let like =
+            |m: &WgpuWeight<'_>| m.ty == w[0].ty && m.ne[0] == w[0].ne[0] && m.parts.len() == 1;
+        let shared_fits = shared
+            .is_none_or(|sh| sh.iter().all(|m| like(m) && m.rows() == s.per) && s.pairs <= s.x_div);
+        matches!(s.select, Select::Ids(_))
+            && w[0].ne == w[1].ne
+            && w.iter().all(|m| like(m))
+            && shared_fits
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= 8
+    }
+
     /// [`Self::matmul_sel`] of `x` with two weights of one type and shape under one
-    /// `Select::Ids` selection into `y[0]`, `y[1]`: one dispatch where each weight is one buffer
-    /// (a decoded token's expert gate and up), else one each.
+    /// `Select::Ids` selection into `y[0]`, `y[1]`: one dispatch where
+    /// [`Self::sel_pair_fits`] (a decoded token's expert gate and up), else one each. With
+    /// `shared` (which must fit), the shared expert's gate and up of the one token go to
+    /// `y[j][s.y_off..]`, ahead of the pairs, which then start `s.y_stride` later.
     pub(super) fn matmul_sel_pair(
         &self,
         w: [&WgpuWeight<'_>; 2],
+        shared: Option<[&WgpuWeight<'_>; 2]>,
         s: SelProduct<'_>,
         x: &wgpu::Buffer,
         y: [&wgpu::Buffer; 2],
     ) -> Result<()> {
-        let whole = |w: &WgpuWeight<'_>| w.parts.len() == 1;
-        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
-        let fusable = w[0].ty == w[1].ty && w[0].ne == w[1].ne && whole(w[0]) && whole(w[1]);
-        let (Select::Ids(ids), true, true) = (s.select, fusable, bindings >= 6) else {
+        let (Select::Ids(ids), true) = (s.select, self.sel_pair_fits(w, shared, &s)) else {
+            if let Some(sh) = shared {
+                return Err(sh[0].shape_error(format!(
+                    "a shared expert's gate and up of the experts' type and shape [{}, {}]",
+                    w[0].ne[0], s.per
+                )));
+            }
             self.matmul_sel(w[0], s, x, y[0])?;
             return self.matmul_sel(w[1], s, x, y[1]);
         };
@@ -587,17 +614,20 @@ impl WgpuBackend {
             return Err(w[0].shape_error(format!("matrices of {} rows", s.per)));
         }
         self.check_cols(w[0], s.x_stride)?;
+        let lead = usize::from(shared.is_some());
         let (key, rpw) = decode_kernel(
             Kernel::MatmulSelPair,
             w[0],
-            2 * s.per * s.pairs,
+            2 * s.per * (lead + s.pairs),
             w[0].ne[0],
             !self.exact,
         );
         let params = [
-            w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, 0,
+            w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, lead,
         ]
         .map(|v| v as u32);
+        // Without a shared expert, W_2 and W_3 are W_0 and W_1 again (never read).
+        let [w2, w3] = shared.unwrap_or(w);
         // The unit-load entry serves a block of rows of both weights in one workgroup.
         let workgroups_per_block = if kernels::unit_loads(w[0].ty, key.q8) {
             1
@@ -607,9 +637,18 @@ impl WgpuBackend {
         self.run_shaped(
             key,
             Some(w[0].ne),
-            &[x, &w[0].parts[0].buf, &w[1].parts[0].buf, y[0], y[1], ids],
+            &[
+                x,
+                &w[0].parts[0].buf,
+                &w[1].parts[0].buf,
+                &w2.parts[0].buf,
+                &w3.parts[0].buf,
+                y[0],
+                y[1],
+                ids,
+            ],
             &params,
-            workgroups_per_block * s.per.div_ceil(rpw) * s.pairs,
+            workgroups_per_block * s.per.div_ceil(rpw) * (lead + s.pairs),
         )
     }
 

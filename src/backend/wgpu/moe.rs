@@ -1,4 +1,5 @@
-//! Dispatch math of the MoE: router product (with the shared expert's gate and up), routing
+//! Dispatch math of the MoE: router product (with the shared expert's gate and up where they
+//! do not ride along with the experts' gate and up), routing
 //! on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
 //! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
 //! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
@@ -48,7 +49,6 @@ impl WgpuBackend {
             return Ok(());
         }
 
-        // The router and the shared expert's gate and up all read x: one dispatch when decoding.
         let logits = self.scratch(t * n_expert)?;
         let pairs = t * k;
         // A decoded token's SwiGLUs, down products and weighted sum are `moe_down` where it
@@ -78,6 +78,27 @@ impl WgpuBackend {
             Some((g, u)) => (sh, g, u),
             None => (sh, &gate, &up),
         });
+        let (ids, wts) = (self.scratch(t * k)?, self.scratch(t * k)?);
+        let gate_up = |per: usize, y_off: usize| SelProduct {
+            select: Select::Ids(&ids.buf),
+            per,
+            pairs,
+            x_div: k,
+            x_stride: hidden,
+            y_stride: per,
+            y_off,
+        };
+        // A decoded token's shared gate and up ride along with the experts' (slot 0 of the
+        // expert product, rows 0.. of the gate and up buffers) where they fit; else they run
+        // with the router (one dispatch when decoding and of the router's type).
+        let rides = fused_down
+            && w.shared.as_ref().is_some_and(|sh| {
+                self.sel_pair_fits(
+                    [&w.experts.gate, &w.experts.up],
+                    Some([&sh.gate, &sh.up]),
+                    &gate_up(ff, 0),
+                )
+            });
         let mut jobs = Vec::new();
         if t == 1 {
             jobs.push((&w.router, &logits));
@@ -86,12 +107,13 @@ impl WgpuBackend {
             // expert choices.
             self.matmul_into_with(&w.router, x, t, &logits, true)?;
         }
-        if let Some((sh, g, u)) = &shared {
+        if let Some((sh, g, u)) = &shared
+            && !rides
+        {
             jobs.extend([(&sh.gate, *g), (&sh.up, *u)]);
         }
         self.matmuls_into(x, t, &jobs)?;
         let bias = self.values(&w.bias)?;
-        let (ids, wts) = (self.scratch(t * k)?, self.scratch(t * k)?);
         let params = [
             n_expert as u32,
             k as u32,
@@ -144,22 +166,18 @@ impl WgpuBackend {
                 }
                 self.matmul_sel(m, s, x, y)
             };
-        let gate_up = |per: usize| SelProduct {
-            select: Select::Ids(&ids.buf),
-            per,
-            pairs,
-            x_div: k,
-            x_stride: hidden,
-            y_stride: per,
-            y_off: lead,
-        };
         if groups.is_some() {
-            product(&w.experts.gate, gate_up(ff), &x.buf, &gate.buf)?;
-            product(&w.experts.up, gate_up(ff), &x.buf, &up.buf)?;
+            product(&w.experts.gate, gate_up(ff, lead), &x.buf, &gate.buf)?;
+            product(&w.experts.up, gate_up(ff, lead), &x.buf, &up.buf)?;
         } else {
+            let (riding, y_off) = match &w.shared {
+                Some(sh) if rides => (Some([&sh.gate, &sh.up]), 0),
+                _ => (None, lead),
+            };
             self.matmul_sel_pair(
                 [&w.experts.gate, &w.experts.up],
-                gate_up(ff),
+                riding,
+                gate_up(ff, y_off),
                 &x.buf,
                 [&gate.buf, &up.buf],
             )?;
