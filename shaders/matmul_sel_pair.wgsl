@@ -1,10 +1,10 @@
 // Two `matmul_sel` products with one selection in one dispatch (a decoded token's MoE expert
-// gate and up): y_j[y_off + (lead + pair) · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div] for
-// j = 0, 1, each matrix `per` rows of one stacked weight; for one token, with p.lead = 1, the
-// shared expert's gate and up (W_2, W_3) too, as slot 0 before the pairs, so that they need no
-// dispatch of their own. Built by the host as `matvecs` is (renamed helpers per weight,
-// `job_dot`; four weights, W_0 and W_1 bound again as W_2 and W_3 where there is
-// no shared expert); the first half of the workgroups serve W_0 (and W_2).
+// gate and up): y_j[y_off + (lead + pair) · y_stride + r] = W_j[ids[pair]][r] · x[pair / x_div]
+// for j = 0, 1, each matrix `per` rows of one stacked weight; for one token, with p.lead = 1,
+// the shared expert's gate and up (W_2, W_3) too, as slot 0 before the pairs, so that they
+// need no dispatch of their own. Built by the host as `matvecs` is (renamed helpers per
+// weight, `job_dot`; four weights, W_0 and W_1 bound again as W_2 and W_3 where there is no
+// shared expert); the first half of the workgroups serve W_0 (and W_2).
 // Parameters and bindings: matmul_sel_pair_io.wgsl; for Q4_K on integer dot products the host
 // takes matmul_sel_pair_units.wgsl's entry instead of this one.
 

@@ -1,6 +1,5 @@
 //! Dispatch math of the MoE: router product (with the shared expert's gate and up where they
-//! do not ride along with the experts' gate and up), routing
-//! on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
+//! do not ride along with the experts'), routing on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
 //! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
 //! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
 //! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
@@ -90,7 +89,7 @@ impl WgpuBackend {
         };
         // A decoded token's shared gate and up ride along with the experts' (slot 0 of the
         // expert product, rows 0.. of the gate and up buffers) where they fit; else they run
-        // with the router (one dispatch when decoding and of the router's type).
+        // beside the router (in its dispatch where they share its type).
         let rides = fused_down
             && w.shared.as_ref().is_some_and(|sh| {
                 self.sel_pair_fits(
