@@ -1,9 +1,10 @@
 //! Dispatch math of the MoE: router product (with the shared expert's gate and up where they
-//! do not ride along with the experts'), routing on the GPU (`moe_route` writes the chosen expert ids and weights to a buffer), the chosen
-//! experts' gate/up/down products over all (token, slot) pairs (only the chosen experts' rows
-//! are read; a decoded token's gate and up are one dispatch; a prompt's pairs are first grouped
-//! by expert so that each expert's rows are read once per tile of pairs), the shared expert,
-//! and the weighted sum (a decoded token's SwiGLUs, down products and sum in `moe_down`).
+//! do not ride along with the experts'), routing on the GPU (`moe_route` writes the chosen
+//! expert ids and weights to a buffer), the chosen experts' gate/up/down products over all
+//! (token, slot) pairs (only the chosen experts' rows are read; a decoded token's gate and up
+//! are one dispatch; a prompt's pairs are first grouped by expert so that each expert's rows
+//! are read once per tile of pairs), the shared expert, and the weighted sum (a decoded
+//! token's SwiGLUs, down products and sum in `moe_down`).
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
