@@ -28,9 +28,12 @@ const MIN_SLICE: usize = 4 * TK;
 /// Threads of a `matvec` or `matmul_sel` workgroup (MV_WG in the shader).
 const MV_WG: usize = 256;
 /// Workgroups a product needs to fill a large GPU (an H100's 132 SMs) about four times over:
-/// a decode product's threads serve several rows each only beyond it; a prompt product of an
-/// F32 weight with fewer tiles splits its values until it has about as many.
+/// a prompt product of an F32 weight with fewer tiles splits its values until it has about as
+/// many; an F32 decode product of at most this many rows spreads a row over the workgroup.
 const BUSY_WORKGROUPS: usize = 512;
+/// Workgroups a decode product keeps before each lane serves several of its rows: two rows
+/// down to a quarter of this, four beyond it.
+const SEVERAL_ROWS_WORKGROUPS: usize = 1024;
 
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
 /// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
@@ -89,13 +92,16 @@ fn decode_kernel(
     ) && kernels::unit_loads(w.ty, q8);
     // Several rows per lane where the product still has workgroups enough: the lane's loads
     // of its rows are in flight together and the staged activations serve them all. Two rows
-    // down to BUSY_WORKGROUPS / 4 workgroups (a 48B decode's q/k/v, output and shared-expert
-    // products) made H100 tg128 5% faster (219.7 vs 209.5 tok/s); four rows there was slower.
+    // down to 128 workgroups (a 48B decode's q/k/v, output and shared-expert products) made
+    // H100 tg128 5% faster (219.7 vs 209.5 tok/s); four rows there was slower. Down to 256
+    // (SEVERAL_ROWS_WORKGROUPS / 4: the output projections, 2304 rows of 4096 values, then
+    // run a row per lane, 288 workgroups of one pass over the row where two rows made 144 of
+    // two passes) made it 1.8% faster again (244.6-244.8 vs 240.0-240.8).
     let rt = if unit_entry {
         1
-    } else if rows / (groups * 4) >= BUSY_WORKGROUPS {
+    } else if rows / (groups * 4) >= SEVERAL_ROWS_WORKGROUPS {
         4
-    } else if rows / (groups * 2) >= BUSY_WORKGROUPS / 4 {
+    } else if rows / (groups * 2) >= SEVERAL_ROWS_WORKGROUPS / 4 {
         2
     } else {
         1
