@@ -92,11 +92,12 @@ fn decode_kernel(
     ) && kernels::unit_loads(w.ty, q8);
     // Several rows per lane where the product still has workgroups enough: the lane's loads
     // of its rows are in flight together and the staged activations serve them all. Two rows
-    // down to 128 workgroups (a 48B decode's q/k/v, output and shared-expert products) made
-    // H100 tg128 5% faster (219.7 vs 209.5 tok/s); four rows there was slower. Down to 256
-    // (SEVERAL_ROWS_WORKGROUPS / 4: the output projections, 2304 rows of 4096 values, then
-    // run a row per lane, 288 workgroups of one pass over the row where two rows made 144 of
-    // two passes) made it 1.8% faster again (244.6-244.8 vs 240.0-240.8).
+    // per lane wherever that left 128 workgroups (a 48B decode's q/k/v, output and
+    // shared-expert products) made H100 tg128 5% faster (219.7 vs 209.5 tok/s); four rows
+    // there was slower. Asking 256 (SEVERAL_ROWS_WORKGROUPS / 4) made it 1.8% faster again
+    // (244.6-244.8 vs 240.0-240.8): the output projections (2304 rows of 4096 values) then
+    // keep a row per lane, 288 workgroups of one pass over the row, where two rows made 144
+    // workgroups of two passes.
     let rt = if unit_entry {
         1
     } else if rows / (groups * 4) >= SEVERAL_ROWS_WORKGROUPS {
