@@ -35,6 +35,14 @@ const BUSY_WORKGROUPS: usize = 512;
 /// down to a quarter of this, four beyond it.
 const SEVERAL_ROWS_WORKGROUPS: usize = 1024;
 
+/// Rows per lane of the unit-load entries (a decoded token's expert products,
+/// `matmul_sel_pair_units.wgsl` and `moe_down_units.wgsl`), one after the other: two halve the
+/// workgroups that stage the activations (9216 of them, through the SwiGLU, in each of
+/// `moe_down`'s). H100, 48B, tg128 in four alternated pairs on one machine (its runs scattered
+/// by ± 7): 248.6, 253.3, 249.7, 248.6 tok/s against 238.4, 237.9, 239.6, 241.6 with one row;
+/// four rows in either kernel were no better than two. The sums are the same per row.
+const UNIT_ENTRY_ROWS: usize = 2;
+
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
 /// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
 /// do not leave threads idle and long ones spread over more threads, up to 64. An F32 weight
@@ -85,7 +93,8 @@ fn decode_kernel(
     };
     let groups = MV_WG / tpr;
     let q8 = q8 && kernels::q8_dots(w.ty, w.ne[0]);
-    // The unit-load entries of the several-weight kernels hold one row's loads per lane.
+    // The unit-load entries of the several-weight kernels hold one row's loads per lane at a
+    // time (UNIT_ENTRY_ROWS rows in turn).
     let unit_entry = matches!(
         kernel,
         Kernel::MatmulSelPair | Kernel::MoeDown | Kernel::MoeDownSwiglu
@@ -99,7 +108,7 @@ fn decode_kernel(
     // keep a row per lane, 288 workgroups of one pass over the row, where two rows made 144
     // workgroups of two passes.
     let rt = if unit_entry {
-        1
+        UNIT_ENTRY_ROWS
     } else if rows / (groups * 4) >= SEVERAL_ROWS_WORKGROUPS {
         4
     } else if rows / (groups * 2) >= SEVERAL_ROWS_WORKGROUPS / 4 {
