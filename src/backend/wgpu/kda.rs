@@ -105,9 +105,7 @@ impl WgpuBackend {
         out: &mut [WgpuBuf; 3],
         jobs: &mut [(&WgpuWeight<'w>, &mut WgpuBuf)],
     ) -> Result<()> {
-        let fusable = |w: &WgpuWeight<'_>| {
-            w.ty == proj[0].ty && w.ne[0] == proj[0].ne[0] && w.parts.len() == 1
-        };
+        let fusable = |w: &WgpuWeight<'_>| w.fuses_with(proj[0]);
         // x, a weight and an output per product, taps and state per stream.
         let bindings = |products: usize| (1 + 2 * products + 6) as u32;
         let room =

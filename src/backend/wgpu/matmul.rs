@@ -364,9 +364,7 @@ impl WgpuBackend {
         t: usize,
         jobs: &[(&WgpuWeight<'_>, &WgpuBuf)],
     ) -> Result<()> {
-        let fusable = |a: &WgpuWeight<'_>, b: &WgpuWeight<'_>| {
-            t == 1 && a.ty == b.ty && a.ne[0] == b.ne[0] && a.parts.len() == 1 && b.parts.len() == 1
-        };
+        let fusable = |a: &WgpuWeight<'_>, b: &WgpuWeight<'_>| t == 1 && a.fuses_with(b);
         let mut done = vec![false; jobs.len()];
         for i in 0..jobs.len() {
             if done[i] {
@@ -529,9 +527,7 @@ impl WgpuBackend {
     ) -> Result<()> {
         let w0 = jobs.first().map(|j| j.0);
         let fusable = |w: &WgpuWeight<'_>| {
-            w0.is_some_and(|w0| w.ty == w0.ty && w.ne[0] == w0.ne[0])
-                && w.parts.len() == 1
-                && !kernels::q8_dots(w.ty, w.ne[0])
+            w0.is_some_and(|w0| w.fuses_with(w0)) && !kernels::q8_dots(w.ty, w.ne[0])
         };
         let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
         if t == 1
@@ -592,13 +588,12 @@ impl WgpuBackend {
         shared: Option<[&WgpuWeight<'_>; 2]>,
         s: &SelProduct<'_>,
     ) -> bool {
-        let like =
-            |m: &WgpuWeight<'_>| m.ty == w[0].ty && m.ne[0] == w[0].ne[0] && m.parts.len() == 1;
-        let shared_fits = shared
-            .is_none_or(|sh| sh.iter().all(|m| like(m) && m.rows() == s.per) && s.pairs <= s.x_div);
+        let shared_fits = shared.is_none_or(|sh| {
+            sh.iter().all(|m| m.fuses_with(w[0]) && m.rows() == s.per) && s.pairs <= s.x_div
+        });
         matches!(s.select, Select::Ids(_))
             && w[0].ne == w[1].ne
-            && w.iter().all(|m| like(m))
+            && w[1].fuses_with(w[0])
             && shared_fits
             && self.ctx.limits.max_storage_buffers_per_shader_stage >= 8
     }
@@ -679,11 +674,8 @@ impl WgpuBackend {
         pairs: usize,
     ) -> bool {
         let cols = down.ne[0];
-        down.ty == shared.ty
-            && shared.ne[0] == cols
+        down.fuses_with(shared)
             && shared.rows() == down.ne[1]
-            && down.parts.len() == 1
-            && shared.parts.len() == 1
             && kernels::SUPPORTED.contains(&down.ty)
             && (pairs + 1) * cols <= kernels::Q8_MAX_COLS
             && self.ctx.limits.max_storage_buffers_per_shader_stage >= 7

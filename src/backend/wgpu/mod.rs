@@ -116,6 +116,16 @@ impl WgpuWeight<'_> {
         self.ne.iter().product()
     }
 
+    /// Whether one fused decode kernel can read this weight beside `other`: one buffer each,
+    /// of one block type and row length, so that the kernel's per-weight helpers and one
+    /// row_bytes serve both.
+    fn fuses_with(&self, other: &WgpuWeight<'_>) -> bool {
+        self.ty == other.ty
+            && self.ne[0] == other.ne[0]
+            && self.parts.len() == 1
+            && other.parts.len() == 1
+    }
+
     fn shape_error(&self, expected: String) -> BackendError {
         BackendError::Shape {
             name: self.name.to_string(),
