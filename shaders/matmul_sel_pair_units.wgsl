@@ -3,8 +3,10 @@
 // rows of both weights, and each lane issues the loads of its units in both rows (up to AHEAD
 // units each) before its first multiply, so that one memory round trip serves the pair where
 // one workgroup per weight made one each and staged the activations twice. Uses
-// dot/q4_k_q8.wgsl's unit_load, unit_x and unit_mul through their copies for W_0 (_0) and
-// W_1 (_1), and unit_load's for the shared expert's W_2 (_2) and W_3 (_3) in slot 0.
+// dot/q4_k_q8.wgsl's unit_load and unit_mul through their copies for W_0 (_0) and W_1 (_1),
+// and unit_load's for the shared expert's W_2 (_2) and W_3 (_3) in slot 0, and the staging's
+// unit_x. What it writes besides the products comes last (`store_act`: nothing, or the SwiGLU
+// in 8 bits, matmul_sel_pair_swiglu_q8.wgsl).
 
 // Units per lane in flight at once, per weight (a 2304-value row has 72: 3 per lane of 32).
 const AHEAD: u32 = 4u;
@@ -53,7 +55,7 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             for (var i = 0u; i < AHEAD; i++) {
                 let u = u0 + i * TPR;
                 if u < units {
-                    let x = unit_x_0(u, g0);
+                    let x = unit_x(u, g0);
                     acc[k] += vec2<f32>(
                         unit_mul_0(l0[i][0], l0[i][1], u, x),
                         unit_mul_0(l1[i][0], l1[i][1], u, x),
@@ -84,4 +86,5 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             y1[i] = s[k].y;
         }
     }
+    store_act(li, lane, slot, (lin % groups) * RPW, r, n, s);
 }

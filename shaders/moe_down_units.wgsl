@@ -4,8 +4,9 @@
 // trip serves them all, where job_dot's load-then-multiply makes one per matrix in turn (9 for
 // the 48B model). On an H100 this and matmul_sel_pair_units.wgsl measured no faster than the
 // generic entries beyond the noise (tg128 +0.4% together with the KDA gate fold): the
-// kernel's time goes elsewhere (issue 7's notes). Uses dot/q4_k_q8.wgsl's unit_load, unit_x
-// and unit_mul through their copies for the experts' weight (_0) and the shared expert's (_1).
+// kernel's time goes elsewhere (issue 7's notes). Uses dot/q4_k_q8.wgsl's unit_load and
+// unit_mul through their copies for the experts' weight (_0) and the shared expert's (_1), and
+// unit_x of the staging (x_q8.wgsl) or of the 8-bit row read from memory (x_q8_global.wgsl).
 
 // Matrices whose loads are in flight at once: the shared expert's and 8 experts'.
 const AHEAD: u32 = 9u;
@@ -40,7 +41,7 @@ fn moe_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
                 for (var i = 0u; i < AHEAD; i++) {
                     let m = m0 + i;
                     if m <= p.pairs {
-                        let x = unit_x_0(u, m * p.cols / 32u);
+                        let x = unit_x(u, m * p.cols / 32u);
                         acc[kr] += wt[i] * unit_mul_0(l[i][0], l[i][1], u, x);
                     }
                 }

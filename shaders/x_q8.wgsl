@@ -59,3 +59,22 @@ struct UnitX {
     d: vec2<f32>,
     sum: vec2<f32>,
 }
+
+// The staged activations unit u of a Q4_K row multiplies (dot/q4_k_q8.wgsl), where the row's
+// first staged group is g0.
+fn unit_x(u: u32, g0: u32) -> UnitX {
+    let part = u % 8u;
+    let pair = part / 2u;
+    // Sub-blocks (groups of 32 activations) 2 pair and 2 pair + 1 of block u / 8; the unit's
+    // values are half part % 2 of each.
+    let g = g0 + (u / 8u) * 8u + 2u * pair;
+    let slo = xs[g];
+    let shi = xs[g + 1u];
+    let odd = part % 2u == 1u;
+    return UnitX(
+        xq[2u * g + part % 2u],
+        xq[2u * g + 2u + part % 2u],
+        vec2<f32>(slo.x, shi.x),
+        vec2<f32>(select(slo.y, slo.z, odd), select(shi.y, shi.z, odd)),
+    );
+}

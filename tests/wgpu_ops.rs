@@ -1337,9 +1337,10 @@ fn moe_decode_every_type() {
 }
 
 /// A decoded token's MoE with a shared expert is 4 dispatches on integer dot products: the F32
-/// router, routing, the experts' gate and up with the shared expert's riding along, and
-/// `moe_down` (both SwiGLUs staged, the experts' and the shared expert's down products with the
-/// weighted sum; was 5, 8, and 11 before that); 5 exact, where `swiglu` runs before `moe_down`.
+/// router, routing, the experts' gate and up with the shared expert's riding along (writing
+/// both SwiGLUs in 8 bits), and `moe_down` (reading them; the experts' and the shared expert's
+/// down products with the weighted sum; was 5, 8, and 11 before that); 5 exact, where `swiglu`
+/// runs before `moe_down`.
 /// The shared gate and up need no `matvecs` of their own.
 #[test]
 fn moe_decode_dispatches() {
@@ -1364,9 +1365,9 @@ fn moe_decode_dispatches() {
             (
                 4,
                 [
-                    "matmul_sel_pair Q4_K q8 256x256x8",
+                    "matmul_sel_pair_swiglu_q8 Q4_K q8 256x256x8",
                     "moe_route",
-                    "moe_down Q4_K q8 256x256x8",
+                    "moe_down_q8_row Q4_K q8 256x256x8",
                 ],
             )
         };

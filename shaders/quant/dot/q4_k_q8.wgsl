@@ -1,28 +1,10 @@
-// Q4_K decode products on integer dot products, against the activation row that x_q8.wgsl
-// staged in workgroup memory. Units, passes and loads as dot/q4_k.wgsl; per unit the 16 weight
-// bytes are 32 nibbles: the low ones of a word pair with 4 staged activations of sub-block
+// Q4_K decode products on integer dot products, against the activation row in 8 bits that
+// x_q8.wgsl staged in workgroup memory or x_q8_global.wgsl reads from memory (each file's
+// `unit_x` gives a unit its activations). Units, passes and loads as dot/q4_k.wgsl; per unit
+// the 16 weight bytes are 32 nibbles: the low ones of a word pair with 4 staged activations of sub-block
 // 2 (u % 8 / 2), the high ones with the same 4 of the next sub-block, one dot4I8Packed each.
 // Σ (d·sc·q − dmin·m)·x ≈ d·sc·dx·Σ q·xq − dmin·m·dx·Σ xq over the unit's 16 values.
 const PD: u32 = 32u;
-
-// The staged activations unit u of a row multiplies (UnitX is in x_q8.wgsl: `matvecs` copies this
-// file per weight, a struct must be declared once), where the row's first staged group is g0.
-fn unit_x(u: u32, g0: u32) -> UnitX {
-    let part = u % 8u;
-    let pair = part / 2u;
-    // Sub-blocks (groups of 32 activations) 2 pair and 2 pair + 1 of block u / 8; the unit's
-    // values are half part % 2 of each.
-    let g = g0 + (u / 8u) * 8u + 2u * pair;
-    let slo = xs[g];
-    let shi = xs[g + 1u];
-    let odd = part % 2u == 1u;
-    return UnitX(
-        xq[2u * g + part % 2u],
-        xq[2u * g + 2u + part % 2u],
-        vec2<f32>(slo.x, shi.x),
-        vec2<f32>(select(slo.y, slo.z, odd), select(shi.y, shi.z, odd)),
-    );
-}
 
 // One unit's 16 weight bytes `q` (block header `h`) · its staged activations.
 fn unit_mul(h: vec4<u32>, q: vec4<u32>, u: u32, x: UnitX) -> f32 {

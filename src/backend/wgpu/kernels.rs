@@ -15,6 +15,7 @@ const WORDS_U32: &str = include_str!("../../../shaders/words_u32.wgsl");
 const WORDS_VEC4: &str = include_str!("../../../shaders/words_vec4.wgsl");
 const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
+const X_Q8_GLOBAL: &str = include_str!("../../../shaders/x_q8_global.wgsl");
 const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
 const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const X_IN_GATED_NORM: &str = include_str!("../../../shaders/x_in_gated_norm.wgsl");
@@ -28,6 +29,9 @@ const MATVECS_CONV: &str = include_str!("../../../shaders/matvecs_conv.wgsl");
 const MATMUL_SEL_PAIR_IO: &str = include_str!("../../../shaders/matmul_sel_pair_io.wgsl");
 const MATMUL_SEL_PAIR: &str = include_str!("../../../shaders/matmul_sel_pair.wgsl");
 const MATMUL_SEL_PAIR_UNITS: &str = include_str!("../../../shaders/matmul_sel_pair_units.wgsl");
+const MATMUL_SEL_PAIR_PLAIN: &str = include_str!("../../../shaders/matmul_sel_pair_plain.wgsl");
+const MATMUL_SEL_PAIR_SWIGLU_Q8: &str =
+    include_str!("../../../shaders/matmul_sel_pair_swiglu_q8.wgsl");
 const MOE_DOWN_IO: &str = include_str!("../../../shaders/moe_down_io.wgsl");
 const MOE_DOWN: &str = include_str!("../../../shaders/moe_down.wgsl");
 const MOE_DOWN_UNITS: &str = include_str!("../../../shaders/moe_down_units.wgsl");
@@ -125,6 +129,9 @@ enum XIn {
     /// The gated RMSNorm of x per head (x_in_gated_norm.wgsl, a decoded token's KDA output
     /// projection).
     GatedNorm,
+    /// Nothing staged: x holds the row in 8 bits already (x_q8_global.wgsl, a decoded
+    /// token's `moe_down` after `MatmulSelPairSwigluQ8`).
+    Global,
 }
 
 /// How the decode products' workgroups stage their activation row: `staging` of them in
@@ -138,6 +145,7 @@ fn x_stage(staging: Option<u32>, x_in: XIn) -> String {
         XIn::Plain => X_IN,
         XIn::Swiglu => X_IN_SWIGLU,
         XIn::GatedNorm => X_IN_GATED_NORM,
+        XIn::Global => return X_Q8_GLOBAL.to_string(),
     };
     let default = format!("const XQ_MAX: u32 = {Q8_MAX_COLS}u;");
     debug_assert!(X_Q8.contains(&default), "x_q8.wgsl has no XQ_MAX to size");
@@ -247,6 +255,9 @@ pub enum Kernel {
     MatvecsConv(u8),
     /// `MatmulSel` of two weights (the MoE's expert gate and up).
     MatmulSelPair,
+    /// `MatmulSelPair` on integer dot products that also writes the SwiGLU of its products in
+    /// 8 bits for `MoeDownQ8` (matmul_sel_pair_swiglu_q8.wgsl).
+    MatmulSelPairSwigluQ8,
     MatmulSel,
     Embed,
     RmsNorm,
@@ -276,6 +287,9 @@ pub enum Kernel {
     MoeDown,
     /// `MoeDown` on integer dot products, staging the SwiGLU of the gate and up products.
     MoeDownSwiglu,
+    /// `MoeDown` on integer dot products reading the SwiGLU in 8 bits as
+    /// `MatmulSelPairSwigluQ8` wrote it (x_q8_global.wgsl).
+    MoeDownQ8,
     CopyVec4,
 }
 
@@ -350,6 +364,14 @@ impl Kernel {
                 &[0, 2, 3, 4, 5, 6, 7, 31],
                 1,
             ),
+            // The same and yq.
+            Kernel::MatmulSelPairSwigluQ8 => d(
+                MATMUL_SEL_PAIR,
+                "matmul_sel_pair",
+                true,
+                &[0, 2, 3, 4, 5, 6, 7, 31, 8],
+                1,
+            ),
             Kernel::MatmulGrouped => d(MATMUL, "matmul_grouped", true, &[0, 1, 2, 4, 5], 3),
             Kernel::MatmulCoop => d(MATMUL_COOP, "matmul_coop", true, &[0, 1, 2], 3),
             Kernel::MatmulGroupedCoop => d(
@@ -390,6 +412,7 @@ impl Kernel {
             Kernel::MoeDown => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
             // The same with the up products (x_up) last.
             Kernel::MoeDownSwiglu => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30, 29], 1),
+            Kernel::MoeDownQ8 => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
@@ -446,12 +469,18 @@ impl KernelKey {
         })
     }
 
-    /// The profiler's name for the kernel.
+    /// The profiler's name for the kernel: its entry point's, told apart where variants share
+    /// one.
     pub fn label(&self) -> String {
+        let name = match self.kernel {
+            Kernel::MatmulSelPairSwigluQ8 => "matmul_sel_pair_swiglu_q8",
+            Kernel::MoeDownQ8 => "moe_down_q8_row",
+            k => k.entry(),
+        };
         match (self.ty, self.q8) {
-            (Some(ty), true) => format!("{} {} q8", self.kernel.entry(), ty),
-            (Some(ty), false) => format!("{} {}", self.kernel.entry(), ty),
-            (None, _) => self.kernel.entry().to_string(),
+            (Some(ty), true) => format!("{name} {ty} q8"),
+            (Some(ty), false) => format!("{name} {ty}"),
+            (None, _) => name.to_string(),
         }
     }
 }
@@ -534,7 +563,14 @@ fn reductions(src: &str, subgroups: bool) -> String {
 
 /// The WGSL module of `key`'s kernel.
 fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
-    let src = assemble(key, def, subgroups)?;
+    let mut src = assemble(key, def, subgroups)?;
+    if key.kernel == Kernel::MoeDownQ8 {
+        // x holds 8-bit words and their scales' bits (x_q8_global.wgsl).
+        src = src.replace(
+            "var<storage, read> x: array<vec4<f32>>;",
+            "var<storage, read> x: array<vec4<u32>>;",
+        );
+    }
     Ok(match key.ty {
         Some(ty) => bind_weight(src, ty),
         None => src,
@@ -577,25 +613,34 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 ..Fused::default()
             },
         ),
-        (Kernel::MatmulSelPair, _, Some(ty)) => {
+        (Kernel::MatmulSelPair | Kernel::MatmulSelPairSwigluQ8, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
-                MATMUL_SEL_PAIR_UNITS
+                let out = if key.kernel == Kernel::MatmulSelPairSwigluQ8 {
+                    MATMUL_SEL_PAIR_SWIGLU_Q8
+                } else {
+                    MATMUL_SEL_PAIR_PLAIN
+                };
+                format!("{MATMUL_SEL_PAIR_UNITS}\n{out}")
+            } else if key.kernel == Kernel::MatmulSelPair {
+                MATMUL_SEL_PAIR.to_string()
             } else {
-                MATMUL_SEL_PAIR
+                return Err(mismatch(key, def));
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
             fused_source(ty, key.staging(), typed(ty)?, 4, &src, Fused::default())
         }
-        (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
+        (Kernel::MoeDown | Kernel::MoeDownSwiglu | Kernel::MoeDownQ8, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
                 MOE_DOWN_UNITS
-            } else {
+            } else if key.kernel != Kernel::MoeDownQ8 {
                 MOE_DOWN
-            };
-            let x_in = if key.kernel == Kernel::MoeDownSwiglu {
-                XIn::Swiglu
             } else {
-                XIn::Plain
+                return Err(mismatch(key, def));
+            };
+            let x_in = match key.kernel {
+                Kernel::MoeDownSwiglu => XIn::Swiglu,
+                Kernel::MoeDownQ8 => XIn::Global,
+                _ => XIn::Plain,
             };
             let src = format!("{MOE_DOWN_IO}\n{entry}");
             fused_source(
@@ -637,13 +682,15 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
         ),
         (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
         (_, false, None) => format!("{}{}", reductions(def.source, subgroups), def.source),
-        _ => {
-            return Err(BackendError::Gpu(format!(
-                "{}: kernel key {key:?} does not match the kernel",
-                def.entry
-            )));
-        }
+        _ => return Err(mismatch(key, def)),
     })
+}
+
+fn mismatch(key: KernelKey, def: &Def) -> BackendError {
+    BackendError::Gpu(format!(
+        "{}: kernel key {key:?} does not match the kernel",
+        def.entry
+    ))
 }
 
 /// What a several-weight kernel does besides its products ([`fused_source`]).
@@ -903,8 +950,10 @@ mod tests {
             Kernel::Matvecs(3),
             Kernel::MatvecsConv(4),
             Kernel::MatmulSelPair,
+            Kernel::MatmulSelPairSwigluQ8,
             Kernel::MoeDown,
             Kernel::MoeDownSwiglu,
+            Kernel::MoeDownQ8,
         ] {
             let key = KernelKey {
                 q8: true,

@@ -97,7 +97,11 @@ fn decode_kernel(
     // time (UNIT_ENTRY_ROWS rows in turn).
     let unit_entry = matches!(
         kernel,
-        Kernel::MatmulSelPair | Kernel::MoeDown | Kernel::MoeDownSwiglu
+        Kernel::MatmulSelPair
+            | Kernel::MatmulSelPairSwigluQ8
+            | Kernel::MoeDown
+            | Kernel::MoeDownSwiglu
+            | Kernel::MoeDownQ8
     ) && kernels::unit_loads(w.ty, q8);
     // Several rows per lane where the product still has workgroups enough: the lane's loads
     // of its rows are in flight together and the staged activations serve them all. Two rows
@@ -130,6 +134,12 @@ fn decode_kernel(
         ..KernelKey::typed(kernel, w.ty)
     };
     (key, groups * rt)
+}
+
+/// The 4-byte words of a row of `values` activations in 8 bits as x_q8_global.wgsl lays them
+/// out: 12 (three quads) per group of 32.
+pub(super) fn q8_row_words(values: usize) -> usize {
+    values.div_ceil(32) * 12
 }
 
 /// Where the products of one `matvecs` dispatch read their activation row.
@@ -598,11 +608,56 @@ impl WgpuBackend {
             && self.ctx.limits.max_storage_buffers_per_shader_stage >= 8
     }
 
+    /// The kernel and rows per workgroup of [`Self::matmul_sel_pair`] of `w` with
+    /// `shared`'s slot ahead where given (`swiglu_q8`: the kernel that also writes the SwiGLU in
+    /// 8 bits).
+    fn sel_pair_kernel(
+        &self,
+        w: &WgpuWeight<'_>,
+        shared: bool,
+        s: &SelProduct<'_>,
+        swiglu_q8: bool,
+    ) -> (KernelKey, usize) {
+        let kernel = if swiglu_q8 {
+            Kernel::MatmulSelPairSwigluQ8
+        } else {
+            Kernel::MatmulSelPair
+        };
+        let slots = usize::from(shared) + s.pairs;
+        decode_kernel(kernel, w, 2 * s.per * slots, w.ne[0], !self.exact)
+    }
+
+    /// Whether [`Self::matmul_sel_pair`] can also write the SwiGLU of its products in 8 bits
+    /// for [`Self::moe_down`] of `down` (x_q8_global.wgsl's layout, slot-major): where it fits,
+    /// both run on Q4_K's unit-load entries, its workgroups' rows are whole halves of 16-value
+    /// groups and its outputs slot-major, and a binding is left for the 8-bit row (9).
+    pub(super) fn swiglu_q8_fits(
+        &self,
+        w: [&WgpuWeight<'_>; 2],
+        shared: Option<[&WgpuWeight<'_>; 2]>,
+        s: &SelProduct<'_>,
+        down: &WgpuWeight<'_>,
+    ) -> bool {
+        let (key, rpw) = self.sel_pair_kernel(w[0], shared.is_some(), s, true);
+        let down_q8 = !self.exact && kernels::q8_dots(down.ty, down.ne[0]);
+        self.sel_pair_fits(w, shared, s)
+            && kernels::unit_loads(w[0].ty, key.q8)
+            && kernels::unit_loads(down.ty, down_q8)
+            && down.ne[0] == s.per
+            && rpw.is_multiple_of(16)
+            && s.per.is_multiple_of(16)
+            && s.y_off == 0
+            && s.y_stride == s.per
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= 9
+    }
+
     /// [`Self::matmul_sel`] of `x` with two weights of one type and shape under one
     /// `Select::Ids` selection into `y[0]`, `y[1]`: one dispatch where
     /// [`Self::sel_pair_fits`] (a decoded token's expert gate and up), else one each. With
     /// `shared` (which must fit), the shared expert's gate and up of the one token go to
-    /// `y[j][s.y_off..]`, ahead of the pairs, which then start `s.y_stride` later.
+    /// `y[j][s.y_off..]`, ahead of the pairs, which then start `s.y_stride` later. With
+    /// `swiglu_q8` (where [`Self::swiglu_q8_fits`]), silu(y[0]) ⊙ y[1] also goes there in 8 bits
+    /// for [`Self::moe_down`].
     pub(super) fn matmul_sel_pair(
         &self,
         w: [&WgpuWeight<'_>; 2],
@@ -610,7 +665,16 @@ impl WgpuBackend {
         s: SelProduct<'_>,
         x: &wgpu::Buffer,
         y: [&wgpu::Buffer; 2],
+        swiglu_q8: Option<(&WgpuBuf, &WgpuWeight<'_>)>,
     ) -> Result<()> {
+        if let Some((_, down)) = swiglu_q8
+            && !self.swiglu_q8_fits(w, shared, &s, down)
+        {
+            return Err(w[0].shape_error(format!(
+                "expert gate and up products whose SwiGLU in 8 bits suits {}'s down products",
+                down.name
+            )));
+        }
         let (Select::Ids(ids), true) = (s.select, self.sel_pair_fits(w, shared, &s)) else {
             if let Some(sh) = shared {
                 return Err(sh[0].shape_error(format!(
@@ -626,13 +690,7 @@ impl WgpuBackend {
         }
         self.check_cols(w[0], s.x_stride)?;
         let lead = usize::from(shared.is_some());
-        let (key, rpw) = decode_kernel(
-            Kernel::MatmulSelPair,
-            w[0],
-            2 * s.per * (lead + s.pairs),
-            w[0].ne[0],
-            !self.exact,
-        );
+        let (key, rpw) = self.sel_pair_kernel(w[0], shared.is_some(), &s, swiglu_q8.is_some());
         let params = [
             w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, lead,
         ]
@@ -645,19 +703,24 @@ impl WgpuBackend {
         } else {
             2
         };
+        let mut bufs = vec![
+            x,
+            &w[0].parts[0].buf,
+            &w[1].parts[0].buf,
+            &w2.parts[0].buf,
+            &w3.parts[0].buf,
+            y[0],
+            y[1],
+            ids,
+        ];
+        if let Some((yq, _)) = swiglu_q8 {
+            check_len(yq.len, q8_row_words((lead + s.pairs) * s.per))?;
+            bufs.push(&yq.buf);
+        }
         self.run_shaped(
             key,
             Some(w[0].ne),
-            &[
-                x,
-                &w[0].parts[0].buf,
-                &w[1].parts[0].buf,
-                &w2.parts[0].buf,
-                &w3.parts[0].buf,
-                y[0],
-                y[1],
-                ids,
-            ],
+            &bufs,
             &params,
             workgroups_per_block * s.per.div_ceil(rpw) * (lead + s.pairs),
         )
@@ -686,7 +749,8 @@ impl WgpuBackend {
     /// a[k + 1]`, a = silu(gate) ⊙ up over `pairs + 1` rows (the shared expert's, then the
     /// chosen experts' in slot order). Each `moe_down` workgroup serves a few output rows for
     /// all the products: no per-expert outputs, no combine pass. On integer dot products it
-    /// stages the SwiGLU itself (one dispatch), else `swiglu` runs first (two).
+    /// stages the SwiGLU itself (one dispatch) or reads it in 8 bits from `a_q8` (as
+    /// [`Self::matmul_sel_pair`] wrote it there), else `swiglu` runs first (two).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn moe_down(
         &self,
@@ -694,6 +758,7 @@ impl WgpuBackend {
         shared: &WgpuWeight<'_>,
         pairs: usize,
         [gate, up]: [&WgpuBuf; 2],
+        a_q8: Option<&WgpuBuf>,
         ids: &wgpu::Buffer,
         wts: &wgpu::Buffer,
         out: &WgpuBuf,
@@ -711,15 +776,29 @@ impl WgpuBackend {
         check_len(up.len, n)?;
         self.check_cols(down, cols)?;
         let q8 = !self.exact && kernels::q8_dots(down.ty, cols);
+        let a = match a_q8 {
+            Some(a) if q8 && kernels::unit_loads(down.ty, q8) => {
+                check_len(a.len, q8_row_words(n))?;
+                a
+            }
+            Some(_) => {
+                return Err(down.shape_error(
+                    "Q4_K down products on integer dot products for an 8-bit SwiGLU".into(),
+                ));
+            }
+            None => gate,
+        };
         let mut bufs = vec![
-            &gate.buf,
+            &a.buf,
             &down.parts[0].buf,
             &shared.parts[0].buf,
             &out.buf,
             ids,
             wts,
         ];
-        let kernel = if q8 {
+        let kernel = if a_q8.is_some() {
+            Kernel::MoeDownQ8
+        } else if q8 {
             bufs.push(&up.buf);
             Kernel::MoeDownSwiglu
         } else {

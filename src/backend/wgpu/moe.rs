@@ -8,7 +8,7 @@
 
 use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
-use super::matmul::{GROUP_STARTS, SelProduct, Select};
+use super::matmul::{GROUP_STARTS, SelProduct, Select, q8_row_words};
 use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
 
 /// Experts and chosen experts per token the routing kernel holds in workgroup memory (the
@@ -99,6 +99,21 @@ impl WgpuBackend {
                     &gate_up(ff, 0),
                 )
             });
+        // Where the expert product also writes the SwiGLU in 8 bits, `moe_down` reads it
+        // instead of staging it in each of its workgroups.
+        let swiglu_q8 = match &w.shared {
+            Some(sh) if rides => {
+                let fits = self.swiglu_q8_fits(
+                    [&w.experts.gate, &w.experts.up],
+                    Some([&sh.gate, &sh.up]),
+                    &gate_up(ff, 0),
+                    &w.experts.down,
+                );
+                fits.then(|| self.scratch(q8_row_words(lead + pairs * ff)))
+                    .transpose()?
+            }
+            _ => None,
+        };
         let mut jobs = Vec::new();
         if t == 1 {
             jobs.push((&w.router, &logits));
@@ -180,6 +195,7 @@ impl WgpuBackend {
                 gate_up(ff, y_off),
                 &x.buf,
                 [&gate.buf, &up.buf],
+                swiglu_q8.as_ref().map(|a| (a, &w.experts.down)),
             )?;
         }
         if fused_down && let Some((sh, _, _)) = &shared {
@@ -188,6 +204,7 @@ impl WgpuBackend {
                 &sh.down,
                 pairs,
                 [&gate, &up],
+                swiglu_q8.as_ref(),
                 &ids.buf,
                 &wts.buf,
                 out,
