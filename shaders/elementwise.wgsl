@@ -15,6 +15,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read_write> acc: array<f32>;
+// The norms' output row in 8 bits (q8_half.wgsl), where p.extra is 1.
+@group(0) @binding(5) var<storage, read_write> q8_row: array<vec4<u32>>;
 
 const WG: u32 = 256u;
 // Values of a row each thread holds in registers: rows up to WG · VPT values are read once,
@@ -28,6 +30,32 @@ fn lin_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
+}
+
+var<workgroup> held: array<f32, WG * VPT>;
+
+// Where p.extra is 1 (the host sets it for one row of a multiple of 32 values): the normed row
+// that the threads hold (`o`, this thread's values, WG apart) also in 8 bits, for the decode
+// products that read it so (x_q8_global.wgsl) instead of staging it in every workgroup.
+fn store_row_q8(li: u32, o: array<f32, VPT>) {
+    if p.extra == 0u {
+        return;
+    }
+    for (var k = 0u; k < VPT; k++) {
+        let i = li + k * WG;
+        if i < p.n {
+            held[i] = o[k];
+        }
+    }
+    workgroupBarrier();
+    for (var h = li; h < p.n / 16u; h += WG) {
+        var v: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            let a = 16u * h + 4u * i;
+            v[i] = vec4<f32>(held[a], held[a + 1u], held[a + 2u], held[a + 3u]);
+        }
+        store_q8_half(16u * h, v);
+    }
 }
 
 // dst = src1 ⊙ src0 / sqrt(mean(src0²) + eps), one workgroup per row of n.
@@ -53,12 +81,15 @@ fn rms_norm(th: Thread) {
             ss += x[k] * x[k];
         }
         let inv = 1.0 / sqrt(sum_all(ss, th) / f32(p.n) + p.eps);
+        var o: array<f32, VPT>;
         for (var k = 0u; k < VPT; k++) {
             let i = th.li + k * WG;
+            o[k] = w[k] * (x[k] * inv);
             if i < p.n {
-                dst[b + i] = w[k] * (x[k] * inv);
+                dst[b + i] = o[k];
             }
         }
+        store_row_q8(th.li, o);
         return;
     }
     var ss = 0.0;
@@ -103,12 +134,15 @@ fn add_rms_norm(th: Thread) {
             }
         }
         let inv = 1.0 / sqrt(sum_all(ss, th) / f32(p.n) + p.eps);
+        var o: array<f32, VPT>;
         for (var k = 0u; k < VPT; k++) {
             let i = th.li + k * WG;
+            o[k] = w[k] * (a[k] * inv);
             if i < p.n {
-                dst[b + i] = w[k] * (a[k] * inv);
+                dst[b + i] = o[k];
             }
         }
+        store_row_q8(th.li, o);
         return;
     }
     var ss = 0.0;

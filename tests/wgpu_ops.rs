@@ -546,6 +546,82 @@ fn add_rms_norm_case<B: Backend>(
     (b.read(&a, t * n).unwrap(), b.read(&o, t * n).unwrap())
 }
 
+/// A decoded token's norm also writes its row in 8 bits, and the integer-dot products that read
+/// that row then read the copy instead of staging it (`q8 row` in the profile); each write to
+/// the row after the norm (a copy into it, a kernel's output, a zeroing) makes them stage the
+/// new values again. Against the CPU throughout.
+#[test]
+fn norm_rows_in_8_bits_serve_the_products_until_rewritten() {
+    let (g, c) = (gpu(), cpu());
+    let mut r = Rng(31);
+    let n = 512;
+    let norm = Tensor::new("norm", GgmlType::F32, [n, 1, 1, 1], &r.vec(n, 1.0));
+    let w = Tensor::new("w", GgmlType::Q4_K, [n, 64, 1, 1], &r.vec(n * 64, 1.0));
+    let (acc, res, other) = (r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 1.0));
+    // The products after the norm, after a copy into its output, after a kernel rewrote the
+    // output of a second norm (its SwiGLU with other values), after zeroing it.
+    fn steps<B: Backend>(
+        b: &B,
+        norm: &Tensor,
+        w: &Tensor,
+        x: [&[f32]; 3],
+        outs: &mut Vec<Vec<f32>>,
+    ) {
+        let (nb, wb) = (b.upload(norm.view()).unwrap(), b.upload(w.view()).unwrap());
+        let n = norm.ne[0];
+        let (mut a, mut o) = (buf(b, x[0]), b.alloc(n).unwrap());
+        let product = |o: &B::Buf| {
+            let mut y = b.alloc(64).unwrap();
+            b.matmul(&wb, o, 1, &mut y).unwrap();
+            b.read(&y, 64).unwrap()
+        };
+        b.add_rms_norm(&mut a, &buf(b, x[1]), &nb, 1e-5, 1, n, &mut o)
+            .unwrap();
+        outs.push(product(&o));
+        b.copy(&buf(b, x[2]), 0, &mut o, 0, n).unwrap();
+        outs.push(product(&o));
+        b.rms_norm(&a, &nb, 1e-5, 1, &mut o).unwrap();
+        let up = buf(b, x[2]);
+        b.swiglu(&mut o, &up, 1, n).unwrap();
+        outs.push(product(&o));
+        b.zero(&mut o).unwrap();
+        outs.push(product(&o));
+    }
+    let x = [&acc[..], &res[..], &other[..]];
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    if g.adapter().timestamp_query {
+        g.set_profiling(true).unwrap();
+    }
+    steps(&g, &norm, &w, x, &mut got);
+    steps(&c, &norm, &w, x, &mut want);
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        if i == 3 {
+            assert!(got.iter().all(|&v| v == 0.0), "after zeroing: {got:?}");
+        } else {
+            assert_close(
+                &format!("product {i}"),
+                got,
+                want,
+                decode_nmse(&g, GgmlType::Q4_K),
+            );
+        }
+    }
+    if g.adapter().timestamp_query {
+        let report = g.profile().unwrap();
+        let calls = |name: &str| {
+            report
+                .iter()
+                .find(|k| k.name == name)
+                .map_or(0, |k| k.calls)
+        };
+        // The norm's copy serves the first product and the one after rms_norm (whose output
+        // the SwiGLU then rewrites: the third stages the new values); the copy and zeroing
+        // rewrote it for the second and fourth.
+        assert_eq!(calls("matvec Q4_K q8 row 512x64x1"), 1, "{report:?}");
+        assert_eq!(calls("matvec Q4_K q8 512x64x1"), 3, "{report:?}");
+    }
+}
+
 #[test]
 fn rms_norm_swiglu_add_argmax() {
     let (g, c) = (gpu(), cpu());
@@ -1367,7 +1443,7 @@ fn moe_decode_dispatches() {
                 [
                     "matmul_sel_pair_swiglu_q8 Q4_K q8 256x256x8",
                     "moe_route",
-                    "moe_down_q8_row Q4_K q8 256x256x8",
+                    "moe_down Q4_K q8 row 256x256x8",
                 ],
             )
         };

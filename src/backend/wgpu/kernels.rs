@@ -16,12 +16,15 @@ const WORDS_VEC4: &str = include_str!("../../../shaders/words_vec4.wgsl");
 const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
 const X_Q8_GLOBAL: &str = include_str!("../../../shaders/x_q8_global.wgsl");
+const Q8_HALF: &str = include_str!("../../../shaders/q8_half.wgsl");
 const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
 const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const X_IN_GATED_NORM: &str = include_str!("../../../shaders/x_in_gated_norm.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
+const MATMUL_TILES: &str = include_str!("../../../shaders/matmul_tiles.wgsl");
 const ROWS_DOT: &str = include_str!("../../../shaders/rows_dot.wgsl");
 const DECODE_REDUCE: &str = include_str!("../../../shaders/decode_reduce.wgsl");
 const MATVECS: &str = include_str!("../../../shaders/matvecs.wgsl");
@@ -129,8 +132,8 @@ enum XIn {
     /// The gated RMSNorm of x per head (x_in_gated_norm.wgsl, a decoded token's KDA output
     /// projection).
     GatedNorm,
-    /// Nothing staged: x holds the row in 8 bits already (x_q8_global.wgsl, a decoded
-    /// token's `moe_down` after `MatmulSelPairSwigluQ8`).
+    /// Nothing staged: x holds the row in 8 bits already (x_q8_global.wgsl; see
+    /// [`KernelKey::q8_row`]).
     Global,
 }
 
@@ -287,9 +290,6 @@ pub enum Kernel {
     MoeDown,
     /// `MoeDown` on integer dot products, staging the SwiGLU of the gate and up products.
     MoeDownSwiglu,
-    /// `MoeDown` on integer dot products reading the SwiGLU in 8 bits as
-    /// `MatmulSelPairSwigluQ8` wrote it (x_q8_global.wgsl).
-    MoeDownQ8,
     CopyVec4,
 }
 
@@ -314,7 +314,7 @@ impl Kernel {
             source,
             entry,
             typed,
-            product: source == MATMUL,
+            product: source == MATMUL || source == MATVEC,
             spec: match entry {
                 "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" | "moe_down" => {
                     &["TPR", "RT", "UN"]
@@ -330,8 +330,8 @@ impl Kernel {
         match self {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::MatmulSplit => d(MATMUL, "matmul_split", true, &[0, 1, 2], 3),
-            Kernel::Matvec => d(MATMUL, "matvec", true, &[0, 1, 2], 3),
-            Kernel::MatvecGatedNorm => d(MATMUL, "matvec", true, &[0, 1, 2, 6, 7], 3),
+            Kernel::Matvec => d(MATVEC, "matvec", true, &[0, 1, 2], 3),
+            Kernel::MatvecGatedNorm => d(MATVEC, "matvec", true, &[0, 1, 2, 6, 7], 3),
             Kernel::Matvecs(n) => d(
                 MATVECS,
                 "matvecs",
@@ -381,10 +381,11 @@ impl Kernel {
                 &[0, 1, 2, 4, 5],
                 3,
             ),
-            Kernel::MatmulSel => d(MATMUL, "matmul_sel", true, &[0, 1, 2, 4], 3),
+            Kernel::MatmulSel => d(MATVEC, "matmul_sel", true, &[0, 1, 2, 4], 3),
             Kernel::Embed => d(EMBED, "embed", true, &[0, 1, 2], 3),
-            Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2], 3),
-            Kernel::AddRmsNorm => d(ELEMENTWISE, "add_rms_norm", false, &[0, 1, 2, 4], 3),
+            // The 8-bit row (5) is the dummy where p.extra is 0.
+            Kernel::RmsNorm => d(ELEMENTWISE, "rms_norm", false, &[0, 1, 2, 5], 3),
+            Kernel::AddRmsNorm => d(ELEMENTWISE, "add_rms_norm", false, &[0, 1, 2, 4, 5], 3),
             Kernel::GatedRmsNorm => d(ELEMENTWISE, "gated_rms_norm", false, &[0, 1, 2], 3),
             Kernel::Swiglu => d(ELEMENTWISE, "swiglu", false, &[0, 2], 3),
             Kernel::SwigluPair => d(ELEMENTWISE, "swiglu_pair", false, &[0, 1, 2, 4], 3),
@@ -412,7 +413,6 @@ impl Kernel {
             Kernel::MoeDown => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
             // The same with the up products (x_up) last.
             Kernel::MoeDownSwiglu => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30, 29], 1),
-            Kernel::MoeDownQ8 => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
         }
     }
@@ -436,6 +436,9 @@ pub struct KernelKey {
     /// Activations the 8-bit staging of a `q8` kernel holds (x_q8.wgsl's XQ_MAX; see
     /// [`staging_for`]); 0 for the Q8_MAX_COLS default.
     pub xq: u32,
+    /// A `q8` kernel reads its activation row in 8 bits from x as its producer wrote it
+    /// (x_q8_global.wgsl: a norm's output, a decoded token's SwiGLU) instead of staging it.
+    pub q8_row: bool,
 }
 
 impl KernelKey {
@@ -446,6 +449,7 @@ impl KernelKey {
             spec: 0,
             q8: false,
             xq: 0,
+            q8_row: false,
         }
     }
 
@@ -456,7 +460,14 @@ impl KernelKey {
             spec: 0,
             q8: false,
             xq: 0,
+            q8_row: false,
         }
+    }
+
+    /// What a `q8` kernel's staging reads: `otherwise`, or nothing where it reads its row in 8
+    /// bits from memory.
+    fn x_in(&self, otherwise: XIn) -> XIn {
+        if self.q8_row { XIn::Global } else { otherwise }
     }
 
     /// The activations a `q8` kernel's workgroups stage in 8 bits (XQ_MAX), `None` for kernels
@@ -474,10 +485,10 @@ impl KernelKey {
     pub fn label(&self) -> String {
         let name = match self.kernel {
             Kernel::MatmulSelPairSwigluQ8 => "matmul_sel_pair_swiglu_q8",
-            Kernel::MoeDownQ8 => "moe_down_q8_row",
             k => k.entry(),
         };
         match (self.ty, self.q8) {
+            (Some(ty), true) if self.q8_row => format!("{name} {ty} q8 row"),
             (Some(ty), true) => format!("{name} {ty} q8"),
             (Some(ty), false) => format!("{name} {ty}"),
             (None, _) => name.to_string(),
@@ -490,6 +501,8 @@ pub struct Compiled {
     pub layout: wgpu::BindGroupLayout,
     pub storage: &'static [u32],
     pub uniform: u32,
+    /// The places in `storage` of the bindings the kernel may write (read_write).
+    pub writes: Vec<usize>,
 }
 
 pub struct Pipelines {
@@ -548,7 +561,7 @@ fn reductions(src: &str, subgroups: bool) -> String {
         REDUCE_WORKGROUP
     };
     if src == ELEMENTWISE {
-        reduce.to_string()
+        format!("{reduce}\n{Q8_HALF}\n")
     } else if src == MOE {
         let choose = if subgroups {
             MOE_CHOOSE_SUBGROUP
@@ -564,7 +577,7 @@ fn reductions(src: &str, subgroups: bool) -> String {
 /// The WGSL module of `key`'s kernel.
 fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     let mut src = assemble(key, def, subgroups)?;
-    if key.kernel == Kernel::MoeDownQ8 {
+    if key.q8_row {
         // x holds 8-bit words and their scales' bits (x_q8_global.wgsl).
         src = src.replace(
             "var<storage, read> x: array<vec4<f32>>;",
@@ -589,7 +602,10 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             typed(ty)?,
             n.into(),
             MATVECS,
-            Fused::default(),
+            Fused {
+                x_in: key.x_in(XIn::Plain),
+                ..Fused::default()
+            },
         ),
         (Kernel::MatvecsOf(n), _, Some(ty)) => fused_source(
             ty,
@@ -610,38 +626,40 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             MATVECS,
             Fused {
                 conv: true,
+                x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             },
         ),
         (Kernel::MatmulSelPair | Kernel::MatmulSelPairSwigluQ8, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
-                let out = if key.kernel == Kernel::MatmulSelPairSwigluQ8 {
-                    MATMUL_SEL_PAIR_SWIGLU_Q8
+                if key.kernel == Kernel::MatmulSelPairSwigluQ8 {
+                    format!("{MATMUL_SEL_PAIR_UNITS}\n{MATMUL_SEL_PAIR_SWIGLU_Q8}\n{Q8_HALF}")
                 } else {
-                    MATMUL_SEL_PAIR_PLAIN
-                };
-                format!("{MATMUL_SEL_PAIR_UNITS}\n{out}")
+                    format!("{MATMUL_SEL_PAIR_UNITS}\n{MATMUL_SEL_PAIR_PLAIN}")
+                }
             } else if key.kernel == Kernel::MatmulSelPair {
                 MATMUL_SEL_PAIR.to_string()
             } else {
                 return Err(mismatch(key, def));
             };
             let src = format!("{MATMUL_SEL_PAIR_IO}\n{entry}");
-            fused_source(ty, key.staging(), typed(ty)?, 4, &src, Fused::default())
+            let fused = Fused {
+                x_in: key.x_in(XIn::Plain),
+                ..Fused::default()
+            };
+            fused_source(ty, key.staging(), typed(ty)?, 4, &src, fused)
         }
-        (Kernel::MoeDown | Kernel::MoeDownSwiglu | Kernel::MoeDownQ8, _, Some(ty)) => {
+        (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
                 MOE_DOWN_UNITS
-            } else if key.kernel != Kernel::MoeDownQ8 {
-                MOE_DOWN
             } else {
-                return Err(mismatch(key, def));
+                MOE_DOWN
             };
-            let x_in = match key.kernel {
-                Kernel::MoeDownSwiglu => XIn::Swiglu,
-                Kernel::MoeDownQ8 => XIn::Global,
-                _ => XIn::Plain,
-            };
+            let x_in = key.x_in(if key.kernel == Kernel::MoeDownSwiglu {
+                XIn::Swiglu
+            } else {
+                XIn::Plain
+            });
             let src = format!("{MOE_DOWN_IO}\n{entry}");
             fused_source(
                 ty,
@@ -656,24 +674,29 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             )
         }
         (_, true, Some(ty)) if def.product => format!(
-            "{MATMUL_IO}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
+            "{MATMUL_IO}\n{}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
+            if def.source == MATMUL {
+                MATMUL_TILES
+            } else {
+                ""
+            },
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
             x_stage(
                 key.staging(),
-                if key.kernel == Kernel::MatvecGatedNorm {
+                key.x_in(if key.kernel == Kernel::MatvecGatedNorm {
                     XIn::GatedNorm
                 } else {
                     XIn::Plain
-                }
+                })
             ),
             def.source
         ),
         // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop | Kernel::MatmulGroupedCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
-             {MATMUL_IO}\n{}\n{}\n{}",
+             {MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}",
             COOP_TILE.0,
             COOP_TILE.1,
             weight_helpers(ty),
@@ -831,6 +854,7 @@ fn rename_for_weight(src: &str, j: usize, input: bool) -> String {
 fn compile(device: &wgpu::Device, key: KernelKey, subgroups: bool) -> Result<Compiled> {
     let def = key.kernel.def();
     let source = source(key, &def, subgroups)?;
+    let writes = writable(&source, def.storage);
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
@@ -876,7 +900,20 @@ fn compile(device: &wgpu::Device, key: KernelKey, subgroups: bool) -> Result<Com
         layout,
         storage: def.storage,
         uniform: def.uniform,
+        writes,
     })
+}
+
+/// The places in `storage` of the bindings that `source` declares read_write.
+fn writable(source: &str, storage: &[u32]) -> Vec<usize> {
+    let written: Vec<u32> = source
+        .lines()
+        .filter(|l| l.contains("var<storage, read_write>"))
+        .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
+        .collect();
+    (0..storage.len())
+        .filter(|&i| written.contains(&storage[i]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -953,14 +990,16 @@ mod tests {
             Kernel::MatmulSelPairSwigluQ8,
             Kernel::MoeDown,
             Kernel::MoeDownSwiglu,
-            Kernel::MoeDownQ8,
         ] {
-            let key = KernelKey {
-                q8: true,
-                ..KernelKey::typed(kernel, GgmlType::Q4_K)
-            };
-            if let Err(e) = to_spirv(key, true) {
-                panic!("{}: {e}", key.label());
+            for q8_row in [false, true] {
+                let key = KernelKey {
+                    q8: true,
+                    q8_row,
+                    ..KernelKey::typed(kernel, GgmlType::Q4_K)
+                };
+                if let Err(e) = to_spirv(key, true) {
+                    panic!("{}: {e}", key.label());
+                }
             }
         }
     }

@@ -101,7 +101,6 @@ fn decode_kernel(
             | Kernel::MatmulSelPairSwigluQ8
             | Kernel::MoeDown
             | Kernel::MoeDownSwiglu
-            | Kernel::MoeDownQ8
     ) && kernels::unit_loads(w.ty, q8);
     // Several rows per lane where the product still has workgroups enough: the lane's loads
     // of its rows are in flight together and the staged activations serve them all. Two rows
@@ -300,10 +299,15 @@ impl WgpuBackend {
                 return self.matmul_split(w, x, t, out, tiles, split);
             }
         }
+        // The activations as the product reads them: x, or its 8-bit copy.
+        let mut xq = x.buf.clone();
         for part in &w.parts {
             let params = Params::dense(cols, rows, t).for_part(part);
             let (key, groups) = if t == 1 {
-                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, w.ne[0], !self.exact);
+                let (mut key, rpw) = decode_kernel(Kernel::Matvec, w, rows, w.ne[0], !self.exact);
+                if let Some(row) = self.q8_row_of(&mut key, &x.buf, cols) {
+                    xq = row;
+                }
                 (key, part.rows.div_ceil(rpw))
             } else {
                 let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
@@ -315,12 +319,27 @@ impl WgpuBackend {
             self.run_shaped(
                 key,
                 Some(w.ne),
-                &[&part.buf, &x.buf, &out.buf],
+                &[&part.buf, &xq, &out.buf],
                 &params,
                 groups,
             )?;
         }
         Ok(())
+    }
+
+    /// Where `key` is an integer-dot decode product of one row of `cols` values that a norm
+    /// also wrote in 8 bits ([`WgpuBackend::q8_row`]): that copy, with `key` marked to read it
+    /// in place of x's values instead of staging them.
+    fn q8_row_of(
+        &self,
+        key: &mut KernelKey,
+        x: &wgpu::Buffer,
+        cols: usize,
+    ) -> Option<wgpu::Buffer> {
+        let row = self.q8_row(x, cols).filter(|_| key.q8)?;
+        key.q8_row = true;
+        key.xq = 0;
+        Some(row)
     }
 
     /// [`Self::matmul_into`] of a one-part weight whose `tiles` prompt tiles are too few to
@@ -500,6 +519,10 @@ impl WgpuBackend {
             (Inputs::Shared(_), None) => (Kernel::Matvecs(n), !self.exact),
         };
         let (mut key, rpw) = decode_kernel(kernel, w0, total, cols, q8);
+        let row = match x {
+            Inputs::Shared(x) => self.q8_row_of(&mut key, &x.buf, cols),
+            Inputs::PerJob(_) => None,
+        };
         if let Some(c) = conv {
             key.spec |= (c.kw as u64) << 48;
         }
@@ -516,7 +539,9 @@ impl WgpuBackend {
         let products =
             (jobs.iter().map(|(w, _)| &w.parts[0].buf)).chain(jobs.iter().map(|(_, y)| &y.buf));
         let mut bufs: Vec<&wgpu::Buffer> = match x {
-            Inputs::Shared(x) => std::iter::once(&x.buf).chain(products).collect(),
+            Inputs::Shared(x) => std::iter::once(row.as_ref().unwrap_or(&x.buf))
+                .chain(products)
+                .collect(),
             Inputs::PerJob(xs) => products.chain(xs.iter().map(|x| &x.buf)).collect(),
         };
         if let Some(c) = conv {
@@ -690,7 +715,11 @@ impl WgpuBackend {
         }
         self.check_cols(w[0], s.x_stride)?;
         let lead = usize::from(shared.is_some());
-        let (key, rpw) = self.sel_pair_kernel(w[0], shared.is_some(), &s, swiglu_q8.is_some());
+        let (mut key, rpw) = self.sel_pair_kernel(w[0], shared.is_some(), &s, swiglu_q8.is_some());
+        // One token's row (pairs within x_div) may be read as a norm wrote it in 8 bits.
+        let row = (s.pairs <= s.x_div)
+            .then(|| self.q8_row_of(&mut key, x, w[0].ne[0]))
+            .flatten();
         let params = [
             w[0].ne[0], s.pairs, s.per, s.x_div, s.x_stride, s.y_stride, s.y_off, lead,
         ]
@@ -704,7 +733,7 @@ impl WgpuBackend {
             2
         };
         let mut bufs = vec![
-            x,
+            row.as_ref().unwrap_or(x),
             &w[0].parts[0].buf,
             &w[1].parts[0].buf,
             &w2.parts[0].buf,
@@ -797,7 +826,7 @@ impl WgpuBackend {
             wts,
         ];
         let kernel = if a_q8.is_some() {
-            Kernel::MoeDownQ8
+            Kernel::MoeDown
         } else if q8 {
             bufs.push(&up.buf);
             Kernel::MoeDownSwiglu
@@ -805,7 +834,8 @@ impl WgpuBackend {
             self.swiglu_bufs(&gate.buf, &up.buf, n)?;
             Kernel::MoeDown
         };
-        let (key, rpw) = decode_kernel(kernel, down, rows, n, q8);
+        let (mut key, rpw) = decode_kernel(kernel, down, rows, n, q8);
+        key.q8_row = a_q8.is_some();
         self.run_shaped(
             key,
             Some(down.ne),

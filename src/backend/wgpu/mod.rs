@@ -59,7 +59,16 @@ pub struct WgpuBackend {
     /// Every product in f32 (no 8-bit activations in decode, no f16 cooperative matrices in
     /// prompts), as the CPU backend's exact mode: for tests against it and comparisons.
     exact: bool,
+    /// Activation rows that a norm also wrote in 8 bits (x_q8_global.wgsl), by the row's
+    /// buffer: (buffer, values, the 8-bit copy). The decode products read the copy instead of
+    /// staging the row in each workgroup; any later write to the buffer (a kernel's read_write
+    /// binding, a copy, a clear) drops its entry first, so a copy never outlives its values.
+    q8_rows: Mutex<Vec<(wgpu::Buffer, usize, WgpuBuf)>>,
 }
+
+/// Most values of a row that the norm kernels hold in registers (elementwise.wgsl's WG · VPT),
+/// hence write in 8 bits too.
+const NORM_HELD: usize = 256 * 16;
 
 /// An f32 activation or state buffer on the GPU.
 pub struct WgpuBuf {
@@ -172,6 +181,7 @@ impl WgpuBackend {
             staged: Mutex::new(0),
             scratch: Arc::default(),
             exact: std::env::var_os("KILN_EXACT").is_some(),
+            q8_rows: Mutex::default(),
         })
     }
 
@@ -302,6 +312,11 @@ impl WgpuBackend {
         groups: usize,
     ) -> Result<()> {
         let compiled = self.pipelines.get(&self.ctx.device, key)?;
+        for &i in &compiled.writes {
+            if let Some(buf) = bufs.get(i) {
+                self.forget_q8_row(buf);
+            }
+        }
         let groups = u32::try_from(groups)
             .map_err(|_| BackendError::Gpu(format!("{}: {groups} workgroups", key.label())))?;
         let label = || match ne {
@@ -310,6 +325,44 @@ impl WgpuBackend {
         };
         self.rec()
             .dispatch(&self.ctx, &compiled, label, bufs, params, groups)
+    }
+
+    fn q8_rows(&self) -> std::sync::MutexGuard<'_, Vec<(wgpu::Buffer, usize, WgpuBuf)>> {
+        self.q8_rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The 8-bit copy of the row of `values` activations that `x` holds, where a norm wrote
+    /// one and nothing has written `x` since.
+    fn q8_row(&self, x: &wgpu::Buffer, values: usize) -> Option<wgpu::Buffer> {
+        self.q8_rows()
+            .iter()
+            .find(|(b, n, _)| b == x && *n == values)
+            .map(|(_, _, q)| q.buf.clone())
+    }
+
+    /// A buffer for the 8-bit copy of a norm's output of `t` rows of `n` values, where the
+    /// decode products can read one: one row (a decoded token), whole 32-value groups, held
+    /// by the norm's threads (elementwise.wgsl's WG · VPT), not exact.
+    fn q8_row_for(&self, n: usize, t: usize) -> Result<Option<WgpuBuf>> {
+        if self.exact || t != 1 || !n.is_multiple_of(32) || n > NORM_HELD {
+            return Ok(None);
+        }
+        self.scratch(matmul::q8_row_words(n)).map(Some)
+    }
+
+    /// Records `q8` (where given) as the 8-bit copy of the `n` values a norm wrote to `out`.
+    fn remember_q8_row(&self, out: &wgpu::Buffer, n: usize, q8: Option<WgpuBuf>) {
+        if let Some(q8) = q8 {
+            self.q8_rows().push((out.clone(), n, q8));
+        }
+    }
+
+    /// Drops the 8-bit copy of what `written` held (it is about to change).
+    fn forget_q8_row(&self, written: &wgpu::Buffer) {
+        let mut rows = self.q8_rows();
+        if !rows.is_empty() {
+            rows.retain(|(b, _, _)| b != written);
+        }
     }
 
     /// A fresh uniform buffer holding `bytes` (as [`Self::buffer_with`]).
@@ -603,6 +656,7 @@ impl Backend for WgpuBackend {
         // Through a staging copy in the encoder, so the write lands in order with the recorded
         // ops (a queue write would run before all of them).
         let staging = self.buffer_with(bytemuck::cast_slice(data));
+        self.forget_q8_row(&buf.buf);
         self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
             &staging,
             0,
@@ -614,6 +668,7 @@ impl Backend for WgpuBackend {
     }
 
     fn zero(&self, buf: &mut WgpuBuf) -> Result<()> {
+        self.forget_q8_row(&buf.buf);
         self.rec()
             .encoder(&self.ctx)
             .clear_buffer(&buf.buf, 0, None);
@@ -631,6 +686,7 @@ impl Backend for WgpuBackend {
         check_len(src.len, src_off + len)?;
         check_len(dst.len, dst_off + len)?;
         if len > 0 {
+            self.forget_q8_row(&dst.buf);
             self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
                 &src.buf,
                 src_off as u64 * 4,
@@ -752,12 +808,16 @@ impl Backend for WgpuBackend {
         check_len(x.len, t * n)?;
         check_len(out.len, t * n)?;
         let wv = self.values(w)?;
+        let q8 = self.q8_row_for(n, t)?;
+        let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
         self.run(
             KernelKey::plain(Kernel::RmsNorm),
-            &[&x.buf, &wv, &out.buf],
-            &[n as u32, t as u32, f(eps), 0],
+            &[&x.buf, &wv, &out.buf, row],
+            &[n as u32, t as u32, f(eps), u32::from(q8.is_some())],
             t,
-        )
+        )?;
+        self.remember_q8_row(&out.buf, n, q8);
+        Ok(())
     }
 
     fn add_rms_norm(
@@ -778,12 +838,16 @@ impl Backend for WgpuBackend {
             check_len(len, t * n)?;
         }
         let wv = self.values(w)?;
+        let q8 = self.q8_row_for(n, t)?;
+        let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
         self.run(
             KernelKey::plain(Kernel::AddRmsNorm),
-            &[&x.buf, &wv, &out.buf, &acc.buf],
-            &[n as u32, t as u32, f(eps), 0],
+            &[&x.buf, &wv, &out.buf, &acc.buf, row],
+            &[n as u32, t as u32, f(eps), u32::from(q8.is_some())],
             t,
-        )
+        )?;
+        self.remember_q8_row(&out.buf, n, q8);
+        Ok(())
     }
 
     fn swiglu(&self, gate: &mut WgpuBuf, up: &WgpuBuf, t: usize, n: usize) -> Result<()> {
