@@ -163,8 +163,7 @@ fn matmul_every_type_decode_and_prefill() {
 }
 
 /// Decode products at the real model's row lengths, where the Q4_K kernel's lanes load several
-/// units ahead (2304 values: a partial second pass; 4096; 1024), and a matrix tall enough that
-/// each thread serves 4 rows.
+/// units ahead (2304 values; 4096; 1024), and a tall matrix (2049 workgroups).
 #[test]
 fn matvec_of_model_widths() {
     let c = cpu();

@@ -31,9 +31,6 @@ const MV_WG: usize = 256;
 /// a prompt product of an F32 weight with fewer tiles splits its values until it has about as
 /// many; an F32 decode product of at most this many rows spreads a row over the workgroup.
 const BUSY_WORKGROUPS: usize = 512;
-/// Workgroups a decode product keeps before each lane serves several of its rows: two rows
-/// down to a quarter of this, four beyond it.
-const SEVERAL_ROWS_WORKGROUPS: usize = 1024;
 
 /// Rows per lane of the unit-load entries (a decoded token's expert products,
 /// `matmul_sel_pair_units.wgsl` and `moe_down_units.wgsl`), one after the other: two halve the
@@ -102,23 +99,12 @@ fn decode_kernel(
             | Kernel::MoeDown
             | Kernel::MoeDownSwiglu
     ) && kernels::unit_loads(w.ty, q8);
-    // Several rows per lane where the product still has workgroups enough: the lane's loads
-    // of its rows are in flight together and the staged activations serve them all. Two rows
-    // per lane wherever that left 128 workgroups (a 48B decode's q/k/v, output and
-    // shared-expert products) made H100 tg128 5% faster (219.7 vs 209.5 tok/s); four rows
-    // there was slower. Asking 256 (SEVERAL_ROWS_WORKGROUPS / 4) made it 1.8% faster again
-    // (244.6-244.8 vs 240.0-240.8): the output projections (2304 rows of 4096 values) then
-    // keep a row per lane, 288 workgroups of one pass over the row, where two rows made 144
-    // workgroups of two passes.
-    let rt = if unit_entry {
-        UNIT_ENTRY_ROWS
-    } else if rows / (groups * 4) >= SEVERAL_ROWS_WORKGROUPS {
-        4
-    } else if rows / (groups * 2) >= SEVERAL_ROWS_WORKGROUPS / 4 {
-        2
-    } else {
-        1
-    };
+    // One row per lane elsewhere. Several rows per lane (two where a product kept 256
+    // workgroups, four beyond 1024) made each staging of the activations serve more rows, and
+    // made H100 tg128 5% faster while every workgroup staged them; since the norms write their
+    // rows in 8 bits (f66b2d7) few products stage, and a row per lane is 1% faster: 270.9 /
+    // 273.3 against 268.1 / 270.3 tok/s alternated, the same greedy tokens.
+    let rt = if unit_entry { UNIT_ENTRY_ROWS } else { 1 };
     // Enough units per lane for one pass over the row, at most 4 (2 when each lane serves
     // several rows): RT · UN quads of weights and as many of block headers stay in registers.
     let un = if ahead {
