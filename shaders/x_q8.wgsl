@@ -49,17 +49,6 @@ fn stage_rows(li: u32, xb0: u32, n: u32) {
     workgroupBarrier();
 }
 
-// What a 16-value half of two adjacent staged groups gives a Q4_K unit's multiply
-// (dot/q4_k_q8.wgsl): the 4 words of each half, the two groups' scales and the sums of the
-// halves' quantized values times the scale (the min corrections).
-struct UnitX {
-    lo: vec4<u32>,
-    hi: vec4<u32>,
-    // Scale of the low and the high sub-block, then their sums.
-    d: vec2<f32>,
-    sum: vec2<f32>,
-}
-
 // The staged activations unit u of a Q4_K row multiplies (dot/q4_k_q8.wgsl), where the row's
 // first staged group is g0.
 fn unit_x(u: u32, g0: u32) -> UnitX {

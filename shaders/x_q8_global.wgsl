@@ -16,14 +16,6 @@ fn stage_x(li: u32, xb0: u32) {}
 
 fn stage_rows(li: u32, xb0: u32, n: u32) {}
 
-struct UnitX {
-    lo: vec4<u32>,
-    hi: vec4<u32>,
-    // Scale of the low and the high sub-block's half, then their sums.
-    d: vec2<f32>,
-    sum: vec2<f32>,
-}
-
 // The activations unit u of a Q4_K row multiplies (dot/q4_k_q8.wgsl), where the row's first
 // group is g0.
 fn unit_x(u: u32, g0: u32) -> UnitX {

@@ -17,6 +17,7 @@ const X_F32: &str = include_str!("../../../shaders/x_f32.wgsl");
 const X_Q8: &str = include_str!("../../../shaders/x_q8.wgsl");
 const X_Q8_GLOBAL: &str = include_str!("../../../shaders/x_q8_global.wgsl");
 const Q8_HALF: &str = include_str!("../../../shaders/q8_half.wgsl");
+const UNIT_X: &str = include_str!("../../../shaders/unit_x.wgsl");
 const X_IN: &str = include_str!("../../../shaders/x_in.wgsl");
 const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const X_IN_GATED_NORM: &str = include_str!("../../../shaders/x_in_gated_norm.wgsl");
@@ -148,12 +149,12 @@ fn x_stage(staging: Option<u32>, x_in: XIn) -> String {
         XIn::Plain => X_IN,
         XIn::Swiglu => X_IN_SWIGLU,
         XIn::GatedNorm => X_IN_GATED_NORM,
-        XIn::Global => return X_Q8_GLOBAL.to_string(),
+        XIn::Global => return format!("{UNIT_X}\n{X_Q8_GLOBAL}"),
     };
     let default = format!("const XQ_MAX: u32 = {Q8_MAX_COLS}u;");
     debug_assert!(X_Q8.contains(&default), "x_q8.wgsl has no XQ_MAX to size");
     let x_q8 = X_Q8.replace(&default, &format!("const XQ_MAX: u32 = {xq}u;"));
-    format!("{x_q8}\n{x_at}")
+    format!("{UNIT_X}\n{x_q8}\n{x_at}")
 }
 
 /// Most heads whose norms a `MatvecGatedNorm` workgroup holds (GN_MAX_HEADS in
