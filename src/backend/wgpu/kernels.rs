@@ -260,7 +260,7 @@ pub enum Kernel {
     /// `MatmulSel` of two weights (the MoE's expert gate and up).
     MatmulSelPair,
     /// `MatmulSelPair` on integer dot products that also writes the SwiGLU of its products in
-    /// 8 bits for `MoeDownQ8` (matmul_sel_pair_swiglu_q8.wgsl).
+    /// 8 bits (matmul_sel_pair_swiglu_q8.wgsl), for `MoeDown` with [`KernelKey::q8_row`].
     MatmulSelPairSwigluQ8,
     MatmulSel,
     Embed,
@@ -365,7 +365,7 @@ impl Kernel {
                 &[0, 2, 3, 4, 5, 6, 7, 31],
                 1,
             ),
-            // The same and yq.
+            // The same and the 8-bit SwiGLU row.
             Kernel::MatmulSelPairSwigluQ8 => d(
                 MATMUL_SEL_PAIR,
                 "matmul_sel_pair",

@@ -37,7 +37,10 @@ const BUSY_WORKGROUPS: usize = 512;
 /// workgroups that stage the activations (9216 of them, through the SwiGLU, in each of
 /// `moe_down`'s). H100, 48B, tg128 in four alternated pairs on one machine (its runs scattered
 /// by ± 7): 248.6, 253.3, 249.7, 248.6 tok/s against 238.4, 237.9, 239.6, 241.6 with one row;
-/// four rows in either kernel were no better than two. The sums are the same per row.
+/// four rows in either kernel were no better than two. The sums are the same per row. Once
+/// the activations were no longer staged there (a83d552), one row was still slower (257.0 /
+/// 259.2 against 268.1 / 270.3; it also leaves the pair's workgroups 8 rows, too few for its
+/// SwiGLU in 8 bits), and one row in `moe_down` alone was within the noise.
 const UNIT_ENTRY_ROWS: usize = 2;
 
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
