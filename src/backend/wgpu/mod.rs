@@ -62,7 +62,8 @@ pub struct WgpuBackend {
     /// Activation rows that a norm also wrote in 8 bits (x_q8_global.wgsl), by the row's
     /// buffer: (buffer, values, the 8-bit copy). The decode products read the copy instead of
     /// staging the row in each workgroup; any later write to the buffer (a kernel's read_write
-    /// binding, a copy, a clear) drops its entry first, so a copy never outlives its values.
+    /// binding, a copy, a clear) drops its entry first, as does handing the buffer out again
+    /// from the scratch pool, so a copy never outlives its values.
     q8_rows: Mutex<Vec<(wgpu::Buffer, usize, WgpuBuf)>>,
 }
 
@@ -638,7 +639,11 @@ impl Backend for WgpuBackend {
     fn scratch(&self, len: usize) -> Result<WgpuBuf> {
         let size = pool::size_class(buffer_size(len));
         let buf = match self.scratch.take(size) {
-            Some(b) => b,
+            Some(b) => {
+                // A reused buffer starts without the 8-bit copy of what it held before.
+                self.forget_q8_row(&b);
+                b
+            }
             None => self.new_buffer_of(len, size)?,
         };
         Ok(WgpuBuf {

@@ -241,10 +241,12 @@ impl WgpuBackend {
 
         match &shared {
             Some((sh, g, _)) => self.matmul_into(&sh.down, g, t, out)?,
-            None => self
-                .rec()
-                .encoder(&self.ctx)
-                .clear_buffer(&out.buf, 0, None),
+            None => {
+                self.forget_q8_row(&out.buf);
+                self.rec()
+                    .encoder(&self.ctx)
+                    .clear_buffer(&out.buf, 0, None)
+            }
         }
         self.run(
             KernelKey::plain(Kernel::MoeCombine),
