@@ -10,16 +10,35 @@
 const GN_MAX_HEADS: u32 = 256u;
 var<workgroup> gn_inv: array<f32, GN_MAX_HEADS>;
 
+// Each head's sum of squares is split over the threads a head gets (MV_WG / heads, up to 32):
+// one thread per head walking its 128 values made every workgroup wait for 32 loads in turn
+// before staging.
+var<workgroup> gn_part: array<f32, MV_WG>;
+
 fn x_prepare(li: u32, xb0: u32, n: u32) {
     let d4 = p.per / 4u;
-    for (var h = li; h < n / p.per; h += MV_WG) {
-        var ss = vec4<f32>(0.0);
-        for (var i = 0u; i < d4; i++) {
+    let heads = n / p.per;
+    var tph = 1u;
+    while tph * 2u * heads <= MV_WG && tph < 32u {
+        tph *= 2u;
+    }
+    let h = li / tph;
+    let part = li % tph;
+    var ss = vec4<f32>(0.0);
+    if h < heads {
+        for (var i = part; i < d4; i += tph) {
             let v = x[xb0 + h * d4 + i];
             ss += v * v;
         }
-        let mean = (ss.x + ss.y + ss.z + ss.w) / f32(p.per);
-        gn_inv[h] = 1.0 / sqrt(mean + bitcast<f32>(p.mode));
+    }
+    gn_part[li] = ss.x + ss.y + ss.z + ss.w;
+    workgroupBarrier();
+    if h < heads && part == 0u {
+        var sum = 0.0;
+        for (var k = 0u; k < tph; k++) {
+            sum += gn_part[li + k];
+        }
+        gn_inv[h] = 1.0 / sqrt(sum / f32(p.per) + bitcast<f32>(p.mode));
     }
     workgroupBarrier();
 }
