@@ -32,7 +32,8 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-var<workgroup> held: array<f32, WG * VPT>;
+// A row's normed values where the norm writes them in 8 bits too (q8_half.wgsl).
+var<workgroup> q8_vals: array<f32, WG * VPT>;
 
 // Where p.extra is 1 (the host sets it for one row of a multiple of 32 values): the normed row
 // that the threads hold (`o`, this thread's values, WG apart) also in 8 bits, for the decode
@@ -44,17 +45,12 @@ fn store_row_q8(li: u32, o: array<f32, VPT>) {
     for (var k = 0u; k < VPT; k++) {
         let i = li + k * WG;
         if i < p.n {
-            held[i] = o[k];
+            q8_vals[i] = o[k];
         }
     }
     workgroupBarrier();
     for (var h = li; h < p.n / 16u; h += WG) {
-        var v: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            let a = 16u * h + 4u * i;
-            v[i] = vec4<f32>(held[a], held[a + 1u], held[a + 2u], held[a + 3u]);
-        }
-        store_q8_half(16u * h, v);
+        store_q8_half(16u * h, 16u * h);
     }
 }
 

@@ -5,7 +5,8 @@
 // and the outputs are slot-major (y_off 0, y_stride per).
 @group(0) @binding(8) var<storage, read_write> q8_row: array<vec4<u32>>;
 
-var<workgroup> act: array<f32, MV_WG>;
+// The SwiGLU of the workgroup's rows (q8_half.wgsl).
+var<workgroup> q8_vals: array<f32, MV_WG>;
 
 // s[k] holds the gate and up products of row r + k (k < n) in lane 0 of each row group; the
 // workgroup's rows start at rb of slot `slot`.
@@ -13,16 +14,11 @@ fn store_act(li: u32, lane: u32, slot: u32, rb: u32, r: u32, n: u32, s: array<ve
     if lane == 0u {
         for (var k = 0u; k < n; k++) {
             let g = s[k].x;
-            act[r - rb + k] = g / (1.0 + exp(-g)) * s[k].y;
+            q8_vals[r - rb + k] = g / (1.0 + exp(-g)) * s[k].y;
         }
     }
     workgroupBarrier();
     if li < min(RPW, p.per - rb) / 16u {
-        var v: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            let a = 16u * li + 4u * i;
-            v[i] = vec4<f32>(act[a], act[a + 1u], act[a + 2u], act[a + 3u]);
-        }
-        store_q8_half(slot * p.per + rb + 16u * li, v);
+        store_q8_half(slot * p.per + rb + 16u * li, 16u * li);
     }
 }

@@ -1,8 +1,14 @@
 // Writing an activation row in 8 bits as x_q8_global.wgsl reads it, 16 values (half a group
-// of 32) at a time, into the including file's `q8_row` binding: the half's values as
-// integers, round(v · 127 / max|v|), 4 to a word, in quad 3 (at / 32) + half, and its scale
-// d = max|v| / 127 and d · Σ q in the group's third quad. The rounding is x_q8.wgsl's.
-fn store_q8_half(at: u32, v: array<vec4<f32>, 4>) {
+// of 32) at a time, from the including file's workgroup array `q8_vals` into its `q8_row`
+// binding: the half's values as integers, round(v · 127 / max|v|), 4 to a word, in quad
+// 3 (at / 32) + half, and its scale d = max|v| / 127 and d · Σ q in the group's third quad.
+// The rounding is x_q8.wgsl's. Writes q8_vals[first..first + 16] as values at..at + 16.
+fn store_q8_half(at: u32, first: u32) {
+    var v: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let a = first + 4u * i;
+        v[i] = vec4<f32>(q8_vals[a], q8_vals[a + 1u], q8_vals[a + 2u], q8_vals[a + 3u]);
+    }
     var amax = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         amax = max(amax, abs(v[i]));

@@ -1,5 +1,5 @@
 // A decode product's activations already in 8 bits in memory, written by the kernel that
-// produced them (a decoded token's SwiGLU by `matmul_sel_pair`, see
+// produced them (q8_half.wgsl: a decoded token's norms, elementwise.wgsl; its SwiGLU,
 // matmul_sel_pair_swiglu_q8.wgsl), read where x_q8.wgsl would stage them: no staging pass, no
 // barrier before the first weight loads. Staging the SwiGLU of 9216 values in each of
 // `moe_down`'s 144 workgroups held every workgroup's loads back behind it.

@@ -1,8 +1,9 @@
 // Q4_K decode products on integer dot products, against the activation row in 8 bits that
 // x_q8.wgsl staged in workgroup memory or x_q8_global.wgsl reads from memory (each file's
 // `unit_x` gives a unit its activations). Units, passes and loads as dot/q4_k.wgsl; per unit
-// the 16 weight bytes are 32 nibbles: the low ones of a word pair with 4 staged activations of sub-block
-// 2 (u % 8 / 2), the high ones with the same 4 of the next sub-block, one dot4I8Packed each.
+// the 16 weight bytes are 32 nibbles: the low ones of a word pair with 4 staged activations
+// of sub-block 2 (u % 8 / 2), the high ones with the same 4 of the next sub-block, one
+// dot4I8Packed each.
 // Σ (d·sc·q − dmin·m)·x ≈ d·sc·dx·Σ q·xq − dmin·m·dx·Σ xq over the unit's 16 values.
 const PD: u32 = 32u;
 

@@ -288,15 +288,13 @@ impl WgpuBackend {
                 return self.matmul_split(w, x, t, out, tiles, split);
             }
         }
-        // The activations as the product reads them: x, or its 8-bit copy.
-        let mut xq = x.buf.clone();
         for part in &w.parts {
             let params = Params::dense(cols, rows, t).for_part(part);
+            // A decode product may read x's 8-bit copy instead.
+            let mut row = None;
             let (key, groups) = if t == 1 {
                 let (mut key, rpw) = decode_kernel(Kernel::Matvec, w, rows, w.ne[0], !self.exact);
-                if let Some(row) = self.q8_row_of(&mut key, &x.buf, cols) {
-                    xq = row;
-                }
+                row = self.q8_row_of(&mut key, &x.buf, cols);
                 (key, part.rows.div_ceil(rpw))
             } else {
                 let (kernel, tile) = self.prompt_kernel(Kernel::Matmul, w.ty, exact);
@@ -308,7 +306,7 @@ impl WgpuBackend {
             self.run_shaped(
                 key,
                 Some(w.ne),
-                &[&part.buf, &xq, &out.buf],
+                &[&part.buf, row.as_ref().unwrap_or(&x.buf), &out.buf],
                 &params,
                 groups,
             )?;
