@@ -6,7 +6,7 @@
 // token.
 // Per token: q, k L2-normalised; S ← Diag(exp g) S; δ = β (v − Sᵀk); S ← S + k δᵀ; o = Sᵀq.
 // g and β arrive raw: the scan applies their gates as it stages them, g ← a[h] · softplus(g +
-// dt_bias) and β ← sigmoid(β), so that they need no dispatch of their own.
+// dt_bias) and β ← sigmoid(β) (kda_gates.wgsl), so that they need no dispatch of their own.
 // The column sums over r are `group_sum`s over a column's RG threads (kernels.rs prepends
 // kda_sum_subgroup.wgsl, shuffles within a subgroup, or kda_sum_workgroup.wgsl).
 // The inputs arrive in chunks of TC tokens staged in workgroup memory, with the chunk's q and k
@@ -57,27 +57,6 @@ var<workgroup> cbeta: array<f32, MAX_TC>;
 var<workgroup> cinv: array<vec2<f32>, MAX_TC>;
 // The head's decay gate bias per key channel.
 var<workgroup> cdt: array<f32, MAX_D>;
-
-// ln(1 + e) without losing e's bits when e is tiny (WGSL has no log1p): the rounding of 1 + e
-// is undone by the ratio e / (u − 1).
-fn log1p(e: f32) -> f32 {
-    let u = 1.0 + e;
-    if u == 1.0 {
-        return e;
-    }
-    return log(u) * (e / (u - 1.0));
-}
-
-// The per-channel decay factor exp(a_h · softplus(g + bias)), from a raw g.
-fn decay(g: f32, bias: f32, a_h: f32) -> f32 {
-    let y = g + bias;
-    var sp = y;
-    // Same cut-over as transformers and fla: softplus(y) = y above 20.
-    if y <= 20.0 {
-        sp = log1p(exp(y));
-    }
-    return exp(a_h * sp);
-}
 
 // One chunk's inputs as a thread loads them: its share of q, k, g (flat over the chunk's
 // tokens × D), of its workgroup's value columns, and one β.

@@ -9,7 +9,7 @@
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
 use kiln::backend::{
-    Backend, FfnWeights, KdaDims, KdaInputs, MlaDims, MlaWeights, MoeWeights, TensorBytes,
+    Backend, FfnWeights, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights, TensorBytes,
 };
 use kiln::quant::{GgmlType, quantize_rows};
 
@@ -1073,6 +1073,127 @@ fn kda_recurrent_and_chunked_from_a_nonzero_state() {
                     &got,
                     &want,
                     F32_NMSE,
+                );
+            }
+        }
+    }
+}
+
+/// A KDA layer's tail (`kda_tail`) from raw q, k, v, β and the low-rank gate inputs: the output
+/// projection's result, then the state.
+#[allow(clippy::too_many_arguments)]
+fn kda_tail_case<B: Backend>(
+    b: &B,
+    case: &KdaCase,
+    low: &[Vec<f32>; 2],
+    up: &[Tensor; 2],
+    norm: &Tensor,
+    out_w: &Tensor,
+    s0: &[f32],
+    t: usize,
+    dm: KdaDims,
+) -> Vec<f32> {
+    let [q, k, v, _, beta] = &case.inp;
+    let (qb, kb, vb, bb) = (buf(b, q), buf(b, k), buf(b, v), buf(b, beta));
+    let (fl, gl) = (buf(b, &low[0]), buf(b, &low[1]));
+    let up: Vec<_> = up.iter().map(|w| b.upload(w.view()).unwrap()).collect();
+    let dt_bias = b.upload(case.dt_bias.view()).unwrap();
+    let a = b.upload(case.a.view()).unwrap();
+    let (nb, ob) = (
+        b.upload(norm.view()).unwrap(),
+        b.upload(out_w.view()).unwrap(),
+    );
+    let tail = KdaTail {
+        q: &qb,
+        k: &kb,
+        v: &vb,
+        beta: &bb,
+        f_low: &fl,
+        g_low: &gl,
+        f_b: &up[0],
+        g_b: &up[1],
+        dt_bias: &dt_bias,
+        a: &a,
+        norm: &nb,
+        eps: 1e-5,
+        out: &ob,
+    };
+    let mut st = buf(b, s0);
+    let rows = out_w.ne[1];
+    let mut out = b.alloc(t * rows).unwrap();
+    b.kda_tail(tail, &mut st, t, dm, &mut out).unwrap();
+    let mut got = b.read(&out, t * rows).unwrap();
+    got.extend(b.read(&st, s0.len()).unwrap());
+    got
+}
+
+/// A decoded token's KDA tail is one `kda_step` (a workgroup per head: up-projections of Q8_0
+/// or F32 weights, the delta rule, the gated norm, written in 8 bits for a Q4_K output
+/// projection) and the output projection; heads too wide for it (160), of a width that is not
+/// whole 16-value halves (20), prompts and devices without subgroups take the parts. Results
+/// and state against the CPU's.
+#[test]
+fn kda_tail_of_a_decoded_token_is_one_step_per_head() {
+    let c = cpu();
+    let mut r = Rng(21);
+    for g in &both_reductions() {
+        for (heads, d, ty, t) in [
+            (2, 128, GgmlType::Q8_0, 1),
+            (8, 32, GgmlType::Q8_0, 1),
+            (3, 48, GgmlType::F32, 1),
+            (8, 32, GgmlType::Q8_0, 3),
+            (2, 20, GgmlType::F32, 1),
+            (1, 160, GgmlType::Q8_0, 1),
+        ] {
+            let dm = kda_dims(heads, d);
+            let (wd, rank) = (dm.width(), 64);
+            let case = kda_case(t, dm, 3.0, &mut r);
+            let low = [r.vec(t * rank, 1.0), r.vec(t * rank, 1.0)];
+            let up = [
+                Tensor::new("f_b", ty, [rank, wd, 1, 1], &r.vec(rank * wd, 0.3)),
+                Tensor::new("g_b", ty, [rank, wd, 1, 1], &r.vec(rank * wd, 0.3)),
+            ];
+            let norm = Tensor::new("o_norm", GgmlType::F32, [d, 1, 1, 1], &r.vec(d, 1.0));
+            // Whole Q4_K blocks where the width allows, so that the 8-bit row serves it.
+            let out_ty = if wd.is_multiple_of(256) {
+                GgmlType::Q4_K
+            } else {
+                GgmlType::F32
+            };
+            let out_w = Tensor::new("out", out_ty, [wd, 24, 1, 1], &r.vec(wd * 24, 1.0));
+            let s0 = r.vec(heads * d * d, 1.0);
+            g.set_profiling(true).unwrap();
+            let got = kda_tail_case(g, &case, &low, &up, &norm, &out_w, &s0, t, dm);
+            let names: Vec<String> = g.profile().unwrap().into_iter().map(|k| k.name).collect();
+            g.set_profiling(false).unwrap();
+            let want = kda_tail_case(&c, &case, &low, &up, &norm, &out_w, &s0, t, dm);
+            let what = format!(
+                "kda_tail heads {heads} d {d} {ty} t {t} subgroups {}",
+                g.subgroups()
+            );
+            let rows = t * out_w.ne[1];
+            let bound = if t == 1 {
+                decode_nmse(g, out_ty)
+            } else {
+                prompt_nmse(g)
+            };
+            assert_close(&what, &got[..rows], &want[..rows], bound);
+            assert_close(&what, &got[rows..], &want[rows..], F32_NMSE);
+            let stepped = t == 1 && d % 16 == 0 && d <= 128 && g.subgroups();
+            assert_eq!(
+                names.iter().any(|n| n.starts_with("kda_step")),
+                stepped,
+                "{what}: {names:?}"
+            );
+            assert_eq!(
+                names.iter().any(|n| n.starts_with("kda_scan")),
+                !stepped,
+                "{what}: {names:?}"
+            );
+            if stepped && out_ty == GgmlType::Q4_K && !g.exact() {
+                assert!(
+                    names.iter().any(|n| n.contains("q8 row")),
+                    "{what}: the output projection reads the 8-bit row: {names:?}"
                 );
             }
         }

@@ -97,6 +97,29 @@ pub struct KdaInputs<'a, 'w, B: Backend + ?Sized> {
     pub a: &'a B::Weight<'w>,
 }
 
+/// What a KDA layer computes after its projections ([`Backend::kda_tail`]): the delta rule's
+/// q, k, v (through their convolutions) and raw β, the low-rank inputs of the decay's and the
+/// output gate's up-projections, and the weights of the gates, the norm and the output
+/// projection.
+pub struct KdaTail<'a, 'w, B: Backend + ?Sized> {
+    pub q: &'a B::Buf,
+    pub k: &'a B::Buf,
+    pub v: &'a B::Buf,
+    pub beta: &'a B::Buf,
+    /// `[t, rank]` each: `f_b · f_low` is the raw decay g, `g_b · g_low` the output gate.
+    pub f_low: &'a B::Buf,
+    pub g_low: &'a B::Buf,
+    pub f_b: &'a B::Weight<'w>,
+    pub g_b: &'a B::Weight<'w>,
+    pub dt_bias: &'a B::Weight<'w>,
+    pub a: &'a B::Weight<'w>,
+    /// `[head_dim]`: the gated RMSNorm's weight, and its eps.
+    pub norm: &'a B::Weight<'w>,
+    pub eps: f32,
+    /// The output projection.
+    pub out: &'a B::Weight<'w>,
+}
+
 /// Dimensions of an MLA layer.
 #[derive(Clone, Copy, Debug)]
 pub struct MlaDims {
@@ -387,6 +410,22 @@ pub trait Backend: Sync {
         self.matmul(w, o, t, out)
     }
 
+    /// The rest of a KDA layer after its projections, into `out` `[t, hidden]`: the decay's and
+    /// the output gate's up-projections, the delta rule (token by token for one token, chunked
+    /// for more), the gated RMSNorm of its output and the output projection; `state` as
+    /// [`Backend::kda_recurrent`]'s. Backends fuse the parts where that saves passes (a
+    /// decoded token's up-projections, delta rule and norm: one dispatch).
+    fn kda_tail(
+        &self,
+        x: KdaTail<'_, '_, Self>,
+        state: &mut Self::Buf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        kda_tail_unfused(self, x, state, t, dims, out)
+    }
+
     /// Absorbed MLA over the latent cache. `q` is `[t, heads, nope + rope]`, `kv` the raw
     /// `[t, kv_lora + rope]` down-projection of the new tokens: the op normalises their latents,
     /// appends them at positions `pos..pos + t` of `cache` (`[capacity, kv_lora + rope]`), and
@@ -440,4 +479,38 @@ pub fn kda_projections_unfused<'w, B: Backend + ?Sized>(
         b.matmuls(x, t, &mut all)?;
     }
     b.short_conv(z.each_ref(), conv, state, t, dims, out)
+}
+
+/// [`Backend::kda_tail`] as its parts: the up-projections as one [`Backend::matmuls_of`], the
+/// delta rule, then the gated norm with the output projection.
+pub fn kda_tail_unfused<B: Backend + ?Sized>(
+    b: &B,
+    x: KdaTail<'_, '_, B>,
+    state: &mut B::Buf,
+    t: usize,
+    dims: KdaDims,
+    out: &mut B::Buf,
+) -> Result<()> {
+    let c = t * dims.width();
+    let (mut g, mut gate) = (b.scratch(c)?, b.scratch(c)?);
+    b.matmuls_of(
+        t,
+        &mut [(x.f_b, x.f_low, &mut g), (x.g_b, x.g_low, &mut gate)],
+    )?;
+    let mut o = b.scratch(c)?;
+    let inputs = KdaInputs {
+        q: x.q,
+        k: x.k,
+        v: x.v,
+        g: &g,
+        beta: x.beta,
+        dt_bias: x.dt_bias,
+        a: x.a,
+    };
+    if t == 1 {
+        b.kda_recurrent(inputs, state, t, dims, &mut o)?;
+    } else {
+        b.kda_chunked(inputs, state, t, dims, &mut o)?;
+    }
+    b.gated_rms_norm_matmul(&mut o, &gate, x.norm, x.eps, t, dims, x.out, out)
 }

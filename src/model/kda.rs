@@ -2,7 +2,7 @@
 //! per-channel log-space forget gate and per-head beta, the delta rule (chunked for prompts,
 //! token loop for decode), gated RMSNorm, output projection.
 
-use crate::backend::{Backend, KdaDims, KdaInputs};
+use crate::backend::{Backend, KdaDims, KdaTail};
 
 use super::ModelError;
 use super::config::{Config, KDA_L2_EPS};
@@ -50,29 +50,23 @@ pub fn forward<B: Backend>(
         ],
     )?;
 
-    // The decay's and the output gate's up-projections together (one dispatch when decoding).
-    let (mut g, mut gate) = (b.scratch(t * c)?, b.scratch(t * c)?);
-    b.matmuls_of(
-        t,
-        &mut [(&w.f_b, &f_low, &mut g), (&w.g_b, &g_low, &mut gate)],
-    )?;
-
-    let mut o = b.scratch(t * c)?;
-    let inputs = KdaInputs {
+    // The gates' up-projections, the delta rule, the gated norm and the output projection (a
+    // decoded token's first three as one dispatch per layer on a GPU).
+    let tail = KdaTail {
         q: &qkv[0],
         k: &qkv[1],
         v: &qkv[2],
-        g: &g,
         beta: &beta,
+        f_low: &f_low,
+        g_low: &g_low,
+        f_b: &w.f_b,
+        g_b: &w.g_b,
         dt_bias: &w.dt_bias,
         a: &w.a,
+        norm: &w.norm,
+        eps: cfg.rms_eps,
+        out: &w.out,
     };
-    if t == 1 {
-        b.kda_recurrent(inputs, state, t, dm, &mut o)?;
-    } else {
-        b.kda_chunked(inputs, state, t, dm, &mut o)?;
-    }
-
-    b.gated_rms_norm_matmul(&mut o, &gate, &w.norm, cfg.rms_eps, t, dm, &w.out, out)?;
+    b.kda_tail(tail, state, t, dm, out)?;
     Ok(())
 }

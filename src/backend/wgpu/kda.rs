@@ -1,8 +1,9 @@
 //! Dispatch math of the KDA ops: the short convolutions (a thread per channel of the three
-//! streams and block of tokens) and the delta rule with its gates (a workgroup per 32 value
-//! columns of a head, `shaders/kda_scan.wgsl`).
+//! streams and block of tokens), the delta rule with its gates (a workgroup per 32 value
+//! columns of a head, `shaders/kda_scan.wgsl`), and a decoded token's step from the low-rank
+//! gate inputs to the normed output (a workgroup per head, `shaders/kda_step.wgsl`).
 
-use super::super::kda_projections_unfused;
+use super::super::{Backend, KdaTail, kda_projections_unfused, kda_tail_unfused};
 use super::kernels::{self, Kernel, KernelKey};
 use super::matmul::{ConvStores, Inputs};
 use super::{
@@ -21,6 +22,12 @@ const CONV_TOKENS: usize = 8;
 const CONV_BINDINGS: u32 = 12;
 /// Storage buffers the scan binds: q, k, v, g, β, state, output and the gates' dt_bias and a.
 const SCAN_BINDINGS: u32 = 9;
+/// Widest head the one-token step holds (MAX_D in kda_step.wgsl).
+const STEP_MAX_HEAD_DIM: usize = 128;
+/// Threads of a step workgroup (WG in kda_step.wgsl): a column and 8 key rows each.
+const STEP_THREADS: u32 = 1024;
+/// Storage buffers the step binds (see [`Kernel::KdaStep`]).
+const STEP_BINDINGS: u32 = 14;
 
 impl WgpuBackend {
     /// The three streams' convolutions as one dispatch, a thread per channel of each and block
@@ -207,5 +214,110 @@ impl WgpuBackend {
             ],
             dims.heads * d.div_ceil(SCAN_COLUMNS),
         )
+    }
+
+    /// [`Backend::kda_tail`]: for one token, where [`Self::kda_step_fits`], the up-projections,
+    /// the delta rule and the gated norm as one `kda_step` dispatch, whose normed output (also
+    /// in 8 bits, for the decode product to read) the output projection takes; else the parts.
+    pub(super) fn kda_tail_op(
+        &self,
+        x: KdaTail<'_, '_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        if t != 1 || !self.kda_step_fits(&x, dims) {
+            return kda_tail_unfused(self, x, state, t, dims, out);
+        }
+        let mut o = self.scratch(dims.width())?;
+        self.kda_step(&x, state, dims, &mut o)?;
+        self.matmul_into(x.out, &o, 1, out)
+    }
+
+    /// Whether `kda_step` serves `x`: heads of at most STEP_MAX_HEAD_DIM channels, whole
+    /// halves of the 8-bit row's groups; up-projections of one decodable type and rank (an
+    /// override constant of 16 bits), one buffer each, a row per channel; a device with
+    /// subgroups, bindings and workgroups large enough.
+    fn kda_step_fits(&self, x: &KdaTail<'_, '_, Self>, dims: KdaDims) -> bool {
+        let d = dims.head_dim;
+        (1..=STEP_MAX_HEAD_DIM).contains(&d)
+            && d.is_multiple_of(16)
+            && x.f_b.fuses_with(x.g_b)
+            && x.f_b.ne[0] < 1 << 16
+            && kernels::SUPPORTED.contains(&x.f_b.ty)
+            && x.f_b.rows() == dims.width()
+            && x.g_b.rows() == dims.width()
+            && self.pipelines.subgroups()
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= STEP_BINDINGS
+            && self.ctx.limits.max_compute_invocations_per_workgroup >= STEP_THREADS
+            && self.ctx.limits.max_compute_workgroup_size_x >= STEP_THREADS
+    }
+
+    /// One token's `kda_step` into `o` (the gated norm of the delta rule's output), with its
+    /// 8-bit copy remembered for the output projection where the products read one.
+    fn kda_step(
+        &self,
+        x: &KdaTail<'_, '_, Self>,
+        state: &mut WgpuBuf,
+        dims: KdaDims,
+        o: &mut WgpuBuf,
+    ) -> Result<()> {
+        let (d, c) = (dims.head_dim, dims.width());
+        let rank = x.f_b.ne[0];
+        for b in [x.q, x.k, x.v] {
+            check_len(b.len, c)?;
+        }
+        check_len(x.beta.len, dims.heads)?;
+        check_len(x.f_low.len, rank)?;
+        check_len(x.g_low.len, rank)?;
+        check_len(state.len, dims.heads * d * d)?;
+        check_len(o.len, c)?;
+        if x.dt_bias.n_elements() < c {
+            return Err(x.dt_bias.shape_error(format!("[{c}]")));
+        }
+        if x.a.n_elements() < dims.heads {
+            return Err(x.a.shape_error(format!("[1, {}]", dims.heads)));
+        }
+        let (dt, a, norm) = (
+            self.values(x.dt_bias)?,
+            self.values(x.a)?,
+            self.head_norm_values(x.norm, dims)?,
+        );
+        let q8 = self.q8_row_for(c, 1)?;
+        let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
+        let key = KernelKey {
+            spec: (d | rank << 16) as u64,
+            ..KernelKey::typed(Kernel::KdaStep, x.f_b.ty)
+        };
+        self.run(
+            key,
+            &[
+                &x.q.buf,
+                &x.k.buf,
+                &x.v.buf,
+                &x.beta.buf,
+                &state.buf,
+                &o.buf,
+                &dt,
+                &a,
+                &norm,
+                &x.f_low.buf,
+                &x.g_low.buf,
+                &x.f_b.parts[0].buf,
+                &x.g_b.parts[0].buf,
+                row,
+            ],
+            &[
+                dims.heads as u32,
+                u32::from(q8.is_some()),
+                f(dims.l2_eps),
+                f(1.0 / (d as f32).sqrt()),
+                f(x.eps),
+            ],
+            dims.heads,
+        )?;
+        self.remember_q8_row(&o.buf, c, q8);
+        Ok(())
     }
 }

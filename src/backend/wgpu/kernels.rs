@@ -43,6 +43,9 @@ const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const KDA_CONV: &str = include_str!("../../../shaders/kda_conv.wgsl");
 const KDA_SCAN: &str = include_str!("../../../shaders/kda_scan.wgsl");
+const KDA_GATES: &str = include_str!("../../../shaders/kda_gates.wgsl");
+const KDA_STEP: &str = include_str!("../../../shaders/kda_step.wgsl");
+const KDA_UP: &str = include_str!("../../../shaders/kda_up.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
 const BANDWIDTH: &str = include_str!("../../../shaders/bandwidth.wgsl");
@@ -279,6 +282,9 @@ pub enum Kernel {
     ArgmaxMerge,
     ShortConv,
     KdaScan,
+    /// A decoded token's KDA up-projections, delta rule and gated norm, a workgroup per head
+    /// (kda_step.wgsl), typed by the up-projections' weights.
+    KdaStep,
     MlaAppend,
     MlaAttend,
     MlaCombine,
@@ -321,6 +327,7 @@ impl Kernel {
                     &["TPR", "RT", "UN"]
                 }
                 "kda_scan" => &["D"],
+                "kda_step" => &["D", "RANK"],
                 "mla_attend" => &["HG"],
                 "short_conv" => &["KW"],
                 _ => &[],
@@ -403,6 +410,14 @@ impl Kernel {
                 12,
             ),
             Kernel::KdaScan => d(KDA_SCAN, "kda_scan", false, &[0, 1, 2, 3, 4, 5, 6, 8, 9], 7),
+            // q, k, v, β, state, o, dt_bias, a, norm, f_low, g_low, f_b, g_b, the 8-bit row.
+            Kernel::KdaStep => d(
+                KDA_STEP,
+                "kda_step",
+                true,
+                &[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14],
+                6,
+            ),
             Kernel::MlaAppend => d(MLA, "mla_append", false, &[0, 1, 2], 4),
             Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 5, 3], 4),
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
@@ -554,7 +569,7 @@ fn reductions(src: &str, subgroups: bool) -> String {
         } else {
             KDA_SUM_WORKGROUP
         };
-        return format!("{sum}\n");
+        return format!("{sum}\n{KDA_GATES}\n");
     }
     let reduce = if subgroups {
         REDUCE_SUBGROUP
@@ -674,6 +689,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 },
             )
         }
+        (Kernel::KdaStep, _, Some(ty)) => kda_step_source(ty, typed(ty)?),
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
             if def.source == MATMUL {
@@ -708,6 +724,23 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
         (_, false, None) => format!("{}{}", reductions(def.source, subgroups), def.source),
         _ => return Err(mismatch(key, def)),
     })
+}
+
+/// `kda_step` for up-projection weights of `ty` (decoder `dec`): per weight j a renamed copy of
+/// the weight helpers and kda_up.wgsl's `up_dot` (reading `w{j}` and `x{j}`), then the step
+/// with its column sums over subgroups (the host runs it only on devices that have them).
+fn kda_step_source(ty: GgmlType, dec: &str) -> String {
+    let helpers = format!("{}\n{}\n{KDA_UP}", weight_helpers(ty), without_consts(dec));
+    let elem = if quad_blocks(ty) { "vec4<u32>" } else { "u32" };
+    let mut s = consts(dec);
+    for j in 0..2 {
+        s += &rename_for_weight(&helpers, j, true);
+        s += &format!(
+            "@group(0) @binding({}) var<storage, read> w{j}: array<{elem}>;\n",
+            12 + j
+        );
+    }
+    format!("{KDA_SUM_SUBGROUP}\n{KDA_GATES}\n{Q8_HALF}\n{s}\n{KDA_STEP}")
 }
 
 fn mismatch(key: KernelKey, def: &Def) -> BackendError {
@@ -749,12 +782,7 @@ fn fused_source(
         without_consts(dot)
     );
     let elem = if quad_blocks(ty) { "vec4<u32>" } else { "u32" };
-    let mut s: String = dec
-        .lines()
-        .chain(dot.lines())
-        .filter(|l| l.starts_with("const "))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut s = consts(dec) + &consts(dot);
     for j in 0..jobs {
         s += &rename_for_weight(&helpers, j, fused.own_inputs);
         s += &format!(
@@ -807,6 +835,14 @@ fn fused_source(
         "{s}{DECODE_REDUCE}\n{}\n{entry}",
         x_stage(staging, fused.x_in)
     )
+}
+
+/// The `const` lines of `src` (a decoder's or dot file's), for a module that takes them once.
+fn consts(src: &str) -> String {
+    src.lines()
+        .filter(|l| l.starts_with("const "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn without_consts(src: &str) -> String {

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
 use super::{
-    Backend, BackendError, KdaDims, KdaInputs, MlaDims, MlaWeights, MoeWeights, Result, TensorBytes,
+    Backend, BackendError, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights, Result,
+    TensorBytes,
 };
 use crate::quant::GgmlType;
 use device::Context;
@@ -918,6 +919,17 @@ impl Backend for WgpuBackend {
         out: &mut WgpuBuf,
     ) -> Result<()> {
         self.kda_scan(x, state, t, dims, out)
+    }
+
+    fn kda_tail(
+        &self,
+        x: KdaTail<'_, '_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        self.kda_tail_op(x, state, t, dims, out)
     }
 
     fn gated_rms_norm(
