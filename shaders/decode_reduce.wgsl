@@ -17,14 +17,22 @@ override RPW: u32 = MV_WG / TPR * RT;
 
 var<workgroup> mred: array<vec4<f32>, MV_WG>;
 
-// Sums the TPR partial sums of each row group; the group's lane 0 gets the totals.
+// Sums the TPR partial sums of each row group; the group's lane 0 gets the totals (lanes
+// below SG_ROWS get their part). Steps of SG_ROWS lanes or more go through workgroup memory,
+// a barrier each; the rest are `shuffle_rows` within a subgroup (kernels.rs prepends SG_ROWS
+// and shuffle_rows: 8 and subgroup shuffles where the device has subgroups of at least 8
+// lanes, else 1 and nothing). Lane 0 adds the same pairs in the same order either way.
 fn reduce_rows(li: u32, v: vec4<f32>) -> vec4<f32> {
-    mred[li] = v;
-    for (var step = TPR / 2u; step > 0u; step >>= 1u) {
-        workgroupBarrier();
-        if li % TPR < step {
-            mred[li] += mred[li + step];
+    var s = v;
+    if TPR > SG_ROWS {
+        mred[li] = v;
+        for (var step = TPR / 2u; step >= SG_ROWS; step >>= 1u) {
+            workgroupBarrier();
+            if li % TPR < step {
+                mred[li] += mred[li + step];
+            }
         }
+        s = mred[li];
     }
-    return mred[li];
+    return shuffle_rows(s);
 }

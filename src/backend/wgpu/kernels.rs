@@ -559,6 +559,21 @@ impl Pipelines {
     }
 }
 
+/// The decode products' row sums (decode_reduce.wgsl) with what they take from the device: the
+/// steps below 8 lanes as subgroup shuffles where `subgroups` (whose subgroups have at least
+/// 8 lanes), else every step through workgroup memory.
+fn decode_reduce(subgroups: bool) -> String {
+    let shuffles = if subgroups {
+        "const SG_ROWS: u32 = 8u;\n\
+         fn shuffle_rows(v: vec4<f32>) -> vec4<f32> {\n    var s = v;\n    \
+         for (var step = min(TPR, SG_ROWS) / 2u; step > 0u; step >>= 1u) {\n        \
+         s += subgroupShuffleXor(s, step);\n    }\n    return s;\n}\n"
+    } else {
+        "const SG_ROWS: u32 = 1u;\nfn shuffle_rows(v: vec4<f32>) -> vec4<f32> {\n    return v;\n}\n"
+    };
+    format!("{shuffles}{DECODE_REDUCE}")
+}
+
 /// What the plain kernels of `src` are assembled with: the workgroup reductions (over subgroups
 /// where `subgroups`, else through workgroup memory), the MoE's routing choice and the KDA scan's
 /// column sums.
@@ -622,6 +637,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             },
+            subgroups,
         ),
         (Kernel::MatvecsOf(n), _, Some(ty)) => fused_source(
             ty,
@@ -633,6 +649,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 own_inputs: true,
                 ..Fused::default()
             },
+            subgroups,
         ),
         (Kernel::MatvecsConv(n), _, Some(ty)) => fused_source(
             ty,
@@ -645,6 +662,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             },
+            subgroups,
         ),
         (Kernel::MatmulSelPair | Kernel::MatmulSelPairSwigluQ8, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -663,7 +681,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             };
-            fused_source(ty, key.staging(), typed(ty)?, 4, &src, fused)
+            fused_source(ty, key.staging(), typed(ty)?, 4, &src, fused, subgroups)
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -687,11 +705,12 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                     x_in,
                     ..Fused::default()
                 },
+                subgroups,
             )
         }
         (Kernel::KdaStep, _, Some(ty)) => kda_step_source(ty, typed(ty)?),
         (_, true, Some(ty)) if def.product => format!(
-            "{MATMUL_IO}\n{}\n{}\n{}\n{}\n{ROWS_DOT}\n{DECODE_REDUCE}\n{}\n{}",
+            "{MATMUL_IO}\n{}\n{}\n{}\n{}\n{ROWS_DOT}\n{}\n{}\n{}",
             if def.source == MATMUL {
                 MATMUL_TILES
             } else {
@@ -700,6 +719,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
+            decode_reduce(subgroups),
             x_stage(
                 key.staging(),
                 key.x_in(if key.kernel == Kernel::MatvecGatedNorm {
@@ -773,6 +793,7 @@ fn fused_source(
     jobs: usize,
     entry: &str,
     fused: Fused,
+    subgroups: bool,
 ) -> String {
     let dot = dot_source(ty, staging.is_some());
     let helpers = format!(
@@ -832,7 +853,8 @@ fn fused_source(
         s += MATVECS_CONV;
     }
     format!(
-        "{s}{DECODE_REDUCE}\n{}\n{entry}",
+        "{s}{}\n{}\n{entry}",
+        decode_reduce(subgroups),
         x_stage(staging, fused.x_in)
     )
 }
@@ -969,7 +991,15 @@ mod tests {
     #[test]
     fn matvecs_source_has_the_constants_once_and_helpers_per_weight() {
         let ty = GgmlType::Q4_K;
-        let s = fused_source(ty, None, decoder(ty).unwrap(), 3, MATVECS, Fused::default());
+        let s = fused_source(
+            ty,
+            None,
+            decoder(ty).unwrap(),
+            3,
+            MATVECS,
+            Fused::default(),
+            true,
+        );
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
         }
