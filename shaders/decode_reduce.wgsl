@@ -20,8 +20,9 @@ var<workgroup> mred: array<vec4<f32>, MV_WG>;
 // Sums the TPR partial sums of each row group; the group's lane 0 gets the totals (lanes
 // below SG_ROWS get their part). Steps of SG_ROWS lanes or more go through workgroup memory,
 // a barrier each; the rest are `shuffle_rows` within a subgroup (kernels.rs prepends SG_ROWS
-// and shuffle_rows: 8 and subgroup shuffles where the device has subgroups of at least 8
-// lanes, else 1 and nothing). Lane 0 adds the same pairs in the same order either way.
+// and shuffle_rows: the device's fewest subgroup lanes (at least 8) and subgroup shuffles where
+// kernels use subgroups, else 1 and nothing). Lane 0 adds the same pairs in the same order
+// either way.
 fn reduce_rows(li: u32, v: vec4<f32>) -> vec4<f32> {
     var s = v;
     if TPR > SG_ROWS {

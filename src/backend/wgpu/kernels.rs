@@ -525,15 +525,18 @@ pub struct Pipelines {
     cache: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
     /// Kernels reduce over subgroups (else through workgroup memory).
     subgroups: bool,
+    /// The fewest lanes of the device's subgroups (at least 8 where `subgroups`).
+    lanes: u32,
 }
 
 impl Pipelines {
-    /// An empty cache of kernels that reduce over subgroups where `subgroups` (the device must
-    /// have `Features::SUBGROUP`), else through workgroup memory.
-    pub fn new(subgroups: bool) -> Self {
+    /// An empty cache of kernels that reduce over subgroups of at least `lanes` lanes where
+    /// `subgroups` (the device must have `Features::SUBGROUP`), else through workgroup memory.
+    pub fn new(subgroups: bool, lanes: u32) -> Self {
         Pipelines {
             cache: Mutex::default(),
             subgroups,
+            lanes,
         }
     }
 
@@ -550,7 +553,8 @@ impl Pipelines {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(compile(device, key, self.subgroups)?);
+        let sg = self.subgroups.then_some(self.lanes);
+        let c = Arc::new(compile(device, key, sg)?);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -559,19 +563,26 @@ impl Pipelines {
     }
 }
 
+/// Lanes every subgroup has where kernels use subgroups (device.rs requires it).
+const SG_ROWS_MIN: u32 = 8;
+
 /// The decode products' row sums (decode_reduce.wgsl) with what they take from the device: the
-/// steps below 8 lanes as subgroup shuffles where `subgroups` (whose subgroups have at least
-/// 8 lanes), else every step through workgroup memory.
+/// steps below SG_ROWS_MIN lanes as subgroup shuffles where `subgroups` ([`compile`] widens
+/// them to the device's subgroups), else every step through workgroup memory.
 fn decode_reduce(subgroups: bool) -> String {
-    let shuffles = if subgroups {
-        "const SG_ROWS: u32 = 8u;\n\
-         fn shuffle_rows(v: vec4<f32>) -> vec4<f32> {\n    var s = v;\n    \
-         for (var step = min(TPR, SG_ROWS) / 2u; step > 0u; step >>= 1u) {\n        \
-         s += subgroupShuffleXor(s, step);\n    }\n    return s;\n}\n"
+    if subgroups {
+        format!(
+            "const SG_ROWS: u32 = {SG_ROWS_MIN}u;\n\
+             fn shuffle_rows(v: vec4<f32>) -> vec4<f32> {{\n    var s = v;\n    \
+             for (var step = min(TPR, SG_ROWS) / 2u; step > 0u; step >>= 1u) {{\n        \
+             s += subgroupShuffleXor(s, step);\n    }}\n    return s;\n}}\n{DECODE_REDUCE}"
+        )
     } else {
-        "const SG_ROWS: u32 = 1u;\nfn shuffle_rows(v: vec4<f32>) -> vec4<f32> {\n    return v;\n}\n"
-    };
-    format!("{shuffles}{DECODE_REDUCE}")
+        format!(
+            "const SG_ROWS: u32 = 1u;\n\
+             fn shuffle_rows(v: vec4<f32>) -> vec4<f32> {{\n    return v;\n}}\n{DECODE_REDUCE}"
+        )
+    }
 }
 
 /// What the plain kernels of `src` are assembled with: the workgroup reductions (over subgroups
@@ -910,9 +921,19 @@ fn rename_for_weight(src: &str, j: usize, input: bool) -> String {
     out
 }
 
-fn compile(device: &wgpu::Device, key: KernelKey, subgroups: bool) -> Result<Compiled> {
+/// `key`'s pipeline, for a device with subgroups of at least `sg` lanes (`None`: reductions
+/// through workgroup memory).
+fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Compiled> {
     let def = key.kernel.def();
-    let source = source(key, &def, subgroups)?;
+    let mut source = source(key, &def, sg.is_some())?;
+    // The decode products' row sums shuffle across all of a subgroup's lanes, not just the 8
+    // every subgroup device here has (decode_reduce).
+    if let Some(lanes) = sg.filter(|&l| l > SG_ROWS_MIN) {
+        source = source.replace(
+            &format!("const SG_ROWS: u32 = {SG_ROWS_MIN}u;"),
+            &format!("const SG_ROWS: u32 = {lanes}u;"),
+        );
+    }
     let writes = writable(&source, def.storage);
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -1087,6 +1108,14 @@ mod tests {
         assert!(src.contains("const XQ_MAX: u32 = 2304u;"));
         assert!(!src.contains(&format!("{Q8_MAX_COLS}u")));
         to_spirv(key, true).unwrap();
+    }
+
+    /// The row sums' shuffle width is the line `compile` widens to the device's subgroups.
+    #[test]
+    fn decode_reduce_names_the_shuffle_width_compile_widens() {
+        let line = format!("const SG_ROWS: u32 = {SG_ROWS_MIN}u;");
+        assert!(decode_reduce(true).contains(&line));
+        assert!(!decode_reduce(false).contains(&line));
     }
 
     /// Both variants of the kernels that reduce compile whatever the test device offers.
