@@ -10,9 +10,10 @@
 set -e
 BIN=${BIN:-kiln}
 source scripts/device_setup.sh
-# "matvecs" covers "matvecs Q8_0" (a KDA layer's f_b and g_b), which also gets a row; a
-# decoded token's gated norm runs inside the output projection ("matvec Q4_K q8 4096").
-K="matvecs,matvecs Q8_0,matmul_sel_pair,moe_down,add_rms_norm,matvec Q4_K q8 4096,matvec F32"
-K="$K,kda_scan,mla_,matmul_sel Q,matvec Q4_K q8 2304x163840,embed"
+# A decoded token's KDA layer is its projections ("matvecs"), "kda_step" and the output
+# projection ("matvec Q4_K q8 row 4096"); an MLA layer's output projection still stages its
+# input ("matvec Q4_K q8 4096").
+K="matvecs,matmul_sel_pair,moe_down,add_rms_norm,matvec Q4_K q8 row 4096,matvec Q4_K q8 4096"
+K="$K,matvec F32,kda_step,mla_,matmul_sel Q,matvec Q4_K q8 row 2304x163840,embed"
 ALL="matmul+matvec+embed+rms_norm+add+gated+swiglu+sum_slices+kda_+short_conv+mla_+moe_combine+moe_group+moe_down+copy"
 ./carry/"$BIN" bench -m $M --backend wgpu -p 0 -n 128 -r 3 --ablate "$K,$ALL"
