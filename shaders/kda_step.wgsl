@@ -7,9 +7,12 @@
 // The delta rule is kda_scan.wgsl's for one token: q, k L2-normalised; S ← Diag(exp g) S;
 // δ = β (v − Sᵀk); S ← S + k δᵀ; o = Sᵀq; then o ← norm ⊙ o / sqrt(mean(o²) + eps) ⊙
 // sigmoid(gate) over the head.
-// A thread per value column and group of RG key rows, as kda_scan's: (column j, group rg)
-// holds rows rg, rg + RG, … in registers, and a column's sums over its rows are `group_sum`s
-// of its RG adjacent lanes (kda_sum_subgroup.wgsl). The whole head takes MAX_D · RG threads;
+// A thread per value column and group of RG key rows: (column j, group rg) holds rows rg,
+// rg + RG, … in registers. A warp holds 32 adjacent columns of one group, so that each of its
+// state loads and stores is one row's 128 contiguous bytes (adjacent lanes holding one
+// column's groups, as kda_scan's do, made the state's loads and stores a third of the step);
+// a column's sums over its groups meet in workgroup memory. The whole head takes MAX_D · RG
+// threads;
 // the host runs the step only where the device has subgroups and allows that workgroup size.
 
 struct Params {
@@ -42,6 +45,7 @@ override RANK: u32 = 128u;
 const MAX_D: u32 = 128u;
 const WG: u32 = 1024u;
 // State rows per thread.
+const RG: u32 = WG / MAX_D;
 const RPG: u32 = MAX_D / RG;
 
 // q, then k.
@@ -51,6 +55,9 @@ var<workgroup> sa: array<f32, MAX_D>;
 var<workgroup> sgate: array<f32, MAX_D>;
 // Per subgroup (at least 8 lanes): its share of a sum.
 var<workgroup> parts: array<f32, WG / 8u>;
+// Each thread's share of its column's sums (δ's, then the output's).
+var<workgroup> csum_mem: array<f32, WG>;
+var<workgroup> csum_acc: array<f32, WG>;
 // The normed output, for store_q8_half.
 var<workgroup> q8_vals: array<f32, MAX_D>;
 
@@ -66,8 +73,8 @@ fn kda_step(
     let h = wid.x;
     let base = h * D;
     let sb = h * D * D;
-    let rg = li % RG;
-    let j = li / RG;
+    let rg = li / MAX_D;
+    let j = li % MAX_D;
     let live = j < D;
     // The state's loads first: they depend on nothing.
     var s: array<f32, RPG>;
@@ -137,7 +144,13 @@ fn kda_step(
         }
     }
     // δ = β (v − Sᵀk̂), with k̂ = k / |k|: the norm is applied to the sums.
-    let delta = (vj - group_sum(mem, li) * inv_k) * b;
+    csum_mem[li] = mem;
+    workgroupBarrier();
+    var cm = 0.0;
+    for (var g = 0u; g < RG; g++) {
+        cm += csum_mem[g * MAX_D + j];
+    }
+    let delta = (vj - cm * inv_k) * b;
     let dk = delta * inv_k;
     var acc = 0.0;
     for (var m = 0u; m < RPG; m++) {
@@ -147,7 +160,13 @@ fn kda_step(
             acc += s[m] * sqk[r];
         }
     }
-    let oj = group_sum(acc, li) * inv_q;
+    csum_acc[li] = acc;
+    workgroupBarrier();
+    var ca = 0.0;
+    for (var g = 0u; g < RG; g++) {
+        ca += csum_acc[g * MAX_D + j];
+    }
+    let oj = ca * inv_q;
     for (var m = 0u; m < RPG; m++) {
         let r = rg + m * RG;
         if live && r < D {

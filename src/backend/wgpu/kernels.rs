@@ -771,7 +771,7 @@ fn kda_step_source(ty: GgmlType, dec: &str) -> String {
             12 + j
         );
     }
-    format!("{KDA_SUM_SUBGROUP}\n{KDA_GATES}\n{Q8_HALF}\n{s}\n{KDA_STEP}")
+    format!("{KDA_GATES}\n{Q8_HALF}\n{s}\n{KDA_STEP}")
 }
 
 fn mismatch(key: KernelKey, def: &Def) -> BackendError {
