@@ -12,8 +12,8 @@
 // state loads and stores is one row's 128 contiguous bytes (adjacent lanes holding one
 // column's groups, as kda_scan's do, made the state's loads and stores a third of the step);
 // a column's sums over its groups meet in workgroup memory. The whole head takes MAX_D · RG
-// threads;
-// the host runs the step only where the device has subgroups and allows that workgroup size.
+// threads; the host runs the step only where the device has subgroups (the up-projections'
+// quarters and the norms' sums) and allows that workgroup size.
 
 struct Params {
     heads: u32,
@@ -44,7 +44,7 @@ override RANK: u32 = 128u;
 // Widest head (the host checks).
 const MAX_D: u32 = 128u;
 const WG: u32 = 1024u;
-// State rows per thread.
+// Key-row groups, and state rows per thread.
 const RG: u32 = WG / MAX_D;
 const RPG: u32 = MAX_D / RG;
 
@@ -179,8 +179,7 @@ fn kda_step(
         oo = oj * oj;
     }
     oo = subgroupAdd(oo);
-    // Every thread has read the q and k sums before they are overwritten.
-    workgroupBarrier();
+    // Every thread read the q and k sums in `parts` before the column sums' barriers.
     if lane == 0u {
         parts[sg] = oo;
     }
