@@ -61,6 +61,15 @@ var<workgroup> csum_acc: array<f32, WG>;
 // The normed output, for store_q8_half.
 var<workgroup> q8_vals: array<f32, MAX_D>;
 
+// Each subgroup's sum of x into parts[sg], for every thread to read after the barrier.
+fn share_subgroup_sums(x: f32, sg: u32, lane: u32) {
+    let s = subgroupAdd(x);
+    if lane == 0u {
+        parts[sg] = s;
+    }
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(1024)
 fn kda_step(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -119,11 +128,7 @@ fn kda_step(
         sqk[li] = x;
         sq = x * x;
     }
-    sq = subgroupAdd(sq);
-    if lane == 0u {
-        parts[sg] = sq;
-    }
-    workgroupBarrier();
+    share_subgroup_sums(sq, sg, lane);
     var nq = 0.0;
     var nk = 0.0;
     for (var i = 0u; i < 2u * MAX_D / sgs; i++) {
@@ -178,12 +183,8 @@ fn kda_step(
     if rg == 0u && live {
         oo = oj * oj;
     }
-    oo = subgroupAdd(oo);
     // Every thread read the q and k sums in `parts` before the column sums' barriers.
-    if lane == 0u {
-        parts[sg] = oo;
-    }
-    workgroupBarrier();
+    share_subgroup_sums(oo, sg, lane);
     var total = 0.0;
     for (var i = 0u; i < nsg; i++) {
         total += parts[i];
