@@ -523,10 +523,9 @@ pub struct Compiled {
 
 pub struct Pipelines {
     cache: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
-    /// Kernels reduce over subgroups (else through workgroup memory).
-    subgroups: bool,
-    /// The fewest lanes of the device's subgroups (at least 8 where `subgroups`).
-    lanes: u32,
+    /// The fewest lanes of the device's subgroups where kernels reduce over them (at least
+    /// 8), `None` where they reduce through workgroup memory.
+    sg: Option<u32>,
 }
 
 impl Pipelines {
@@ -535,13 +534,12 @@ impl Pipelines {
     pub fn new(subgroups: bool, lanes: u32) -> Self {
         Pipelines {
             cache: Mutex::default(),
-            subgroups,
-            lanes,
+            sg: subgroups.then_some(lanes),
         }
     }
 
     pub fn subgroups(&self) -> bool {
-        self.subgroups
+        self.sg.is_some()
     }
 
     pub fn get(&self, device: &wgpu::Device, key: KernelKey) -> Result<Arc<Compiled>> {
@@ -553,8 +551,7 @@ impl Pipelines {
         {
             return Ok(c.clone());
         }
-        let sg = self.subgroups.then_some(self.lanes);
-        let c = Arc::new(compile(device, key, sg)?);
+        let c = Arc::new(compile(device, key, self.sg)?);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -563,16 +560,13 @@ impl Pipelines {
     }
 }
 
-/// Lanes every subgroup has where kernels use subgroups (device.rs requires it).
-const SG_ROWS_MIN: u32 = 8;
-
 /// The decode products' row sums (decode_reduce.wgsl) with what they take from the device: the
-/// steps below SG_ROWS_MIN lanes as subgroup shuffles where `subgroups` ([`compile`] widens
-/// them to the device's subgroups), else every step through workgroup memory.
-fn decode_reduce(subgroups: bool) -> String {
-    if subgroups {
+/// steps below the subgroups' `sg` lanes as subgroup shuffles, or every step through workgroup
+/// memory where there are none.
+fn decode_reduce(sg: Option<u32>) -> String {
+    if let Some(lanes) = sg {
         format!(
-            "const SG_ROWS: u32 = {SG_ROWS_MIN}u;\n\
+            "const SG_ROWS: u32 = {lanes}u;\n\
              fn shuffle_rows(v: vec4<f32>) -> vec4<f32> {{\n    var s = v;\n    \
              for (var step = min(TPR, SG_ROWS) / 2u; step > 0u; step >>= 1u) {{\n        \
              s += subgroupShuffleXor(s, step);\n    }}\n    return s;\n}}\n{DECODE_REDUCE}"
@@ -616,9 +610,10 @@ fn reductions(src: &str, subgroups: bool) -> String {
     }
 }
 
-/// The WGSL module of `key`'s kernel.
-fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
-    let mut src = assemble(key, def, subgroups)?;
+/// The WGSL module of `key`'s kernel, for a device with subgroups of at least `sg` lanes
+/// (`None`: reductions through workgroup memory).
+fn source(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
+    let mut src = assemble(key, def, sg)?;
     if key.q8_row {
         // x holds 8-bit words and their scales' bits (x_q8_global.wgsl).
         src = src.replace(
@@ -632,7 +627,7 @@ fn source(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
     })
 }
 
-fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
+fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
     let typed = |ty| {
         decoder(ty)
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
@@ -648,7 +643,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             },
-            subgroups,
+            sg,
         ),
         (Kernel::MatvecsOf(n), _, Some(ty)) => fused_source(
             ty,
@@ -660,7 +655,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 own_inputs: true,
                 ..Fused::default()
             },
-            subgroups,
+            sg,
         ),
         (Kernel::MatvecsConv(n), _, Some(ty)) => fused_source(
             ty,
@@ -673,7 +668,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             },
-            subgroups,
+            sg,
         ),
         (Kernel::MatmulSelPair | Kernel::MatmulSelPairSwigluQ8, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -692,7 +687,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                 x_in: key.x_in(XIn::Plain),
                 ..Fused::default()
             };
-            fused_source(ty, key.staging(), typed(ty)?, 4, &src, fused, subgroups)
+            fused_source(ty, key.staging(), typed(ty)?, 4, &src, fused, sg)
         }
         (Kernel::MoeDown | Kernel::MoeDownSwiglu, _, Some(ty)) => {
             let entry = if unit_loads(ty, key.q8) {
@@ -716,7 +711,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
                     x_in,
                     ..Fused::default()
                 },
-                subgroups,
+                sg,
             )
         }
         (Kernel::KdaStep, _, Some(ty)) => kda_step_source(ty, typed(ty)?),
@@ -730,7 +725,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             weight_helpers(ty),
             typed(ty)?,
             dot_source(ty, key.q8),
-            decode_reduce(subgroups),
+            decode_reduce(sg),
             x_stage(
                 key.staging(),
                 key.x_in(if key.kernel == Kernel::MatvecGatedNorm {
@@ -752,7 +747,7 @@ fn assemble(key: KernelKey, def: &Def, subgroups: bool) -> Result<String> {
             def.source
         ),
         (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
-        (_, false, None) => format!("{}{}", reductions(def.source, subgroups), def.source),
+        (_, false, None) => format!("{}{}", reductions(def.source, sg.is_some()), def.source),
         _ => return Err(mismatch(key, def)),
     })
 }
@@ -804,7 +799,7 @@ fn fused_source(
     jobs: usize,
     entry: &str,
     fused: Fused,
-    subgroups: bool,
+    sg: Option<u32>,
 ) -> String {
     let dot = dot_source(ty, staging.is_some());
     let helpers = format!(
@@ -865,7 +860,7 @@ fn fused_source(
     }
     format!(
         "{s}{}\n{}\n{entry}",
-        decode_reduce(subgroups),
+        decode_reduce(sg),
         x_stage(staging, fused.x_in)
     )
 }
@@ -925,15 +920,7 @@ fn rename_for_weight(src: &str, j: usize, input: bool) -> String {
 /// through workgroup memory).
 fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Compiled> {
     let def = key.kernel.def();
-    let mut source = source(key, &def, sg.is_some())?;
-    // The decode products' row sums shuffle across all of a subgroup's lanes, not just the 8
-    // every subgroup device here has (decode_reduce).
-    if let Some(lanes) = sg.filter(|&l| l > SG_ROWS_MIN) {
-        source = source.replace(
-            &format!("const SG_ROWS: u32 = {SG_ROWS_MIN}u;"),
-            &format!("const SG_ROWS: u32 = {lanes}u;"),
-        );
-    }
+    let source = source(key, &def, sg)?;
     let writes = writable(&source, def.storage);
     let label = key.label();
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -1019,7 +1006,7 @@ mod tests {
             3,
             MATVECS,
             Fused::default(),
-            true,
+            Some(32),
         );
         for name in ["const QK:", "const PD:", "fn reduce_rows(", "fn matvecs("] {
             assert_eq!(s.matches(name).count(), 1, "{name}");
@@ -1033,10 +1020,15 @@ mod tests {
         assert!(!s.contains("fn part_values("));
     }
 
+    /// The subgroup lanes of a test adapter with subgroups (an H100's 32) or without.
+    fn lanes(subgroups: bool) -> Option<u32> {
+        subgroups.then_some(32)
+    }
+
     /// Compiles `key`'s module to SPIR-V as wgpu would on an adapter with every capability
     /// (reductions over subgroups where `subgroups`), its `override` constants at their defaults.
     fn to_spirv(key: KernelKey, subgroups: bool) -> std::result::Result<Vec<u32>, String> {
-        let src = source(key, &key.kernel.def(), subgroups).map_err(|e| e.to_string())?;
+        let src = source(key, &key.kernel.def(), lanes(subgroups)).map_err(|e| e.to_string())?;
         let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -1104,18 +1096,23 @@ mod tests {
             xq: staging_for(2304),
             ..KernelKey::typed(Kernel::Matvecs(3), GgmlType::Q4_K)
         };
-        let src = source(key, &key.kernel.def(), true).unwrap();
+        let src = source(key, &key.kernel.def(), lanes(true)).unwrap();
         assert!(src.contains("const XQ_MAX: u32 = 2304u;"));
         assert!(!src.contains(&format!("{Q8_MAX_COLS}u")));
         to_spirv(key, true).unwrap();
     }
 
-    /// The row sums' shuffle width is the line `compile` widens to the device's subgroups.
+    /// The row sums shuffle across the device's subgroups, and not at all without them.
     #[test]
-    fn decode_reduce_names_the_shuffle_width_compile_widens() {
-        let line = format!("const SG_ROWS: u32 = {SG_ROWS_MIN}u;");
-        assert!(decode_reduce(true).contains(&line));
-        assert!(!decode_reduce(false).contains(&line));
+    fn decode_reduce_shuffles_as_wide_as_the_subgroups() {
+        for lanes in [8, 32, 64] {
+            let src = decode_reduce(Some(lanes));
+            assert!(src.contains(&format!("const SG_ROWS: u32 = {lanes}u;")));
+            assert!(src.contains("subgroupShuffleXor"));
+        }
+        let src = decode_reduce(None);
+        assert!(src.contains("const SG_ROWS: u32 = 1u;"));
+        assert!(!src.contains("subgroupShuffleXor"));
     }
 
     /// Both variants of the kernels that reduce compile whatever the test device offers.
@@ -1149,7 +1146,7 @@ mod tests {
                 }
             }
         }
-        let src = |k, sg| source(KernelKey::plain(k), &k.def(), sg).unwrap();
+        let src = |k, sg| source(KernelKey::plain(k), &k.def(), lanes(sg)).unwrap();
         assert!(src(Kernel::RmsNorm, true).contains("subgroupAdd"));
         assert!(!src(Kernel::RmsNorm, false).contains("subgroupAdd"));
         assert!(src(Kernel::MoeRoute, true).contains("subgroupMax"));
