@@ -1,5 +1,5 @@
-// The KDA gates of the raw decay pre-activation, shared by kda_scan.wgsl and kda_step.wgsl
-// (kernels.rs prepends this file).
+// The KDA gates of the raw pre-activations (the decay's, β's, the output gate's), shared by
+// kda_scan.wgsl and kda_step.wgsl (kernels.rs prepends this file).
 
 // ln(1 + e) without losing e's bits when e is tiny (WGSL has no log1p): the rounding of 1 + e
 // is undone by the ratio e / (u − 1).
@@ -20,4 +20,8 @@ fn decay(g: f32, bias: f32, a_h: f32) -> f32 {
         sp = log1p(exp(y));
     }
     return exp(a_h * sp);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
 }

@@ -109,7 +109,7 @@ fn stage_chunk(x: Chunk, n: u32, li: u32, rg: u32, a_h: f32) {
         cv[li + m * WG] = x.v[m];
     }
     if li < n {
-        cbeta[li] = 1.0 / (1.0 + exp(-x.beta));
+        cbeta[li] = sigmoid(x.beta);
     }
     workgroupBarrier();
     // Vector u = 2c + (0 for q, 1 for k) of the chunk's 2n, summed by the RG threads of a group.

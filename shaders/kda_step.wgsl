@@ -98,7 +98,7 @@ fn kda_step(
     if live {
         vj = v[base + j];
     }
-    let b = 1.0 / (1.0 + exp(-beta[h]));
+    let b = sigmoid(beta[h]);
     // Four adjacent threads per up-projection row: row e < MAX_D is key channel e's decay,
     // row MAX_D + c value channel c's gate.
     let e = li / 4u;
@@ -114,7 +114,7 @@ fn kda_step(
     if quarter == 0u && e < D {
         sa[e] = decay(u, dt_bias[base + e], a[h]);
     } else if quarter == 0u && e >= MAX_D && e - MAX_D < D {
-        sgate[e - MAX_D] = 1.0 / (1.0 + exp(-u));
+        sgate[e - MAX_D] = sigmoid(u);
     }
     // Threads below MAX_D hold q, the next MAX_D k; their squares summed per subgroup.
     var sq = 0.0;

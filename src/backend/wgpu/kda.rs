@@ -175,19 +175,13 @@ impl WgpuBackend {
         check_len(x.beta.len, t * dims.heads)?;
         check_len(state.len, dims.heads * d * d)?;
         check_len(out.len, n)?;
-        if x.dt_bias.n_elements() < dims.width() {
-            return Err(x.dt_bias.shape_error(format!("[{}]", dims.width())));
-        }
-        if x.a.n_elements() < dims.heads {
-            return Err(x.a.shape_error(format!("[1, {}]", dims.heads)));
-        }
         let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage;
         if bindings < SCAN_BINDINGS {
             return Err(BackendError::Gpu(format!(
                 "the KDA scan binds {SCAN_BINDINGS} storage buffers; the adapter allows {bindings}"
             )));
         }
-        let (dt, a) = (self.values(x.dt_bias)?, self.values(x.a)?);
+        let (dt, a) = self.gate_values(x.dt_bias, x.a, dims)?;
         let key = KernelKey {
             spec: d as u64,
             ..KernelKey::plain(Kernel::KdaScan)
@@ -214,6 +208,23 @@ impl WgpuBackend {
             ],
             dims.heads * d.div_ceil(SCAN_COLUMNS),
         )
+    }
+
+    /// The f32 values of the decay gate's weights (`dt_bias` per channel, `a` per head),
+    /// checked against the layer's dims.
+    fn gate_values(
+        &self,
+        dt_bias: &WgpuWeight<'_>,
+        a: &WgpuWeight<'_>,
+        dims: KdaDims,
+    ) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+        if dt_bias.n_elements() < dims.width() {
+            return Err(dt_bias.shape_error(format!("[{}]", dims.width())));
+        }
+        if a.n_elements() < dims.heads {
+            return Err(a.shape_error(format!("[1, {}]", dims.heads)));
+        }
+        Ok((self.values(dt_bias)?, self.values(a)?))
     }
 
     /// [`Backend::kda_tail`]: for one token, where [`Self::kda_step_fits`], the up-projections,
@@ -273,17 +284,8 @@ impl WgpuBackend {
         check_len(x.g_low.len, rank)?;
         check_len(state.len, dims.heads * d * d)?;
         check_len(o.len, c)?;
-        if x.dt_bias.n_elements() < c {
-            return Err(x.dt_bias.shape_error(format!("[{c}]")));
-        }
-        if x.a.n_elements() < dims.heads {
-            return Err(x.a.shape_error(format!("[1, {}]", dims.heads)));
-        }
-        let (dt, a, norm) = (
-            self.values(x.dt_bias)?,
-            self.values(x.a)?,
-            self.head_norm_values(x.norm, dims)?,
-        );
+        let (dt, a) = self.gate_values(x.dt_bias, x.a, dims)?;
+        let norm = self.head_norm_values(x.norm, dims)?;
         let q8 = self.q8_row_for(c, 1)?;
         let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
         let key = KernelKey {
