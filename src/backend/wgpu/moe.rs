@@ -241,12 +241,7 @@ impl WgpuBackend {
 
         match &shared {
             Some((sh, g, _)) => self.matmul_into(&sh.down, g, t, out)?,
-            None => {
-                self.forget_q8_row(&out.buf);
-                self.rec()
-                    .encoder(&self.ctx)
-                    .clear_buffer(&out.buf, 0, None)
-            }
+            None => self.zero(out)?,
         }
         self.run(
             KernelKey::plain(Kernel::MoeCombine),
