@@ -323,9 +323,8 @@ impl Kernel {
             typed,
             product: source == MATMUL || source == MATVEC,
             spec: match entry {
-                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" | "moe_down" => {
-                    &["TPR", "RT", "UN"]
-                }
+                "matvec" | "matmul_sel" | "matvecs" | "matmul_sel_pair" => &["TPR", "RT", "UN"],
+                "moe_down" => &["TPR", "RT", "UN", "SPLIT"],
                 "kda_scan" => &["D"],
                 "kda_step" => &["D", "RANK"],
                 "mla_attend" => &["HG"],

@@ -43,6 +43,12 @@ const BUSY_WORKGROUPS: usize = 512;
 /// SwiGLU in 8 bits), and one row in `moe_down` alone was within the noise.
 const UNIT_ENTRY_ROWS: usize = 2;
 
+/// Parts of `moe_down`'s unit-entry workgroups that each multiply some of a row's matrices
+/// (moe_down_units.wgsl; there are at least two, the shared expert's and one routed). Four
+/// measured the same as two on the H100 (tg128 320.4 / 315.1 against 319.9 / 314.8 tok/s),
+/// eight slower (305.9 / 310.7; one part: 308.8 / 309.8).
+const MOE_DOWN_SPLIT: usize = 2;
+
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
 /// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
 /// do not leave threads idle and long ones spread over more threads, up to 64. An F32 weight
@@ -115,13 +121,22 @@ fn decode_kernel(
     } else {
         1
     };
-    let key = KernelKey {
+    // moe_down's unit entry splits each row's matrices over parts of its workgroup.
+    let split = match kernel {
+        Kernel::MoeDown | Kernel::MoeDownSwiglu if unit_entry => MOE_DOWN_SPLIT.min(groups),
+        _ => 1,
+    };
+    let mut key = KernelKey {
         spec: (tpr | rt << 16 | un << 32) as u64,
         q8,
         xq: if q8 { kernels::staging_for(staged) } else { 0 },
         ..KernelKey::typed(kernel, w.ty)
     };
-    (key, groups * rt)
+    // Left 0 (the shader's default of 1) elsewhere: matvecs_conv's KW takes these bits.
+    if split > 1 {
+        key.spec |= (split as u64) << 48;
+    }
+    (key, groups * rt / split)
 }
 
 /// The 4-byte words of a row of `values` activations in 8 bits as x_q8_global.wgsl lays them
