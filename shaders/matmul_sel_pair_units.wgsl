@@ -8,10 +8,13 @@
 // unit_x. What it writes besides the products comes last (`store_act`: nothing, or the SwiGLU
 // in 8 bits, matmul_sel_pair_swiglu_q8.wgsl).
 
-// Units per lane in flight at once, per weight (a 2304-value row has 72: 3 per lane of 32).
-// Four (room for a 4096-value row in one pass) made H100 tg128 1.3% slower: 253.3 / 253.4
-// against 256.6 / 256.7 tok/s alternated, the same greedy tokens.
-const AHEAD: u32 = 3u;
+// Units per lane in flight at once, per weight (a 2304-value row has 72: up to 3 per lane of
+// 32). Four (room for a 4096-value row in one pass) made H100 tg128 1.3% slower than three
+// (253.3 / 253.4 against 256.6 / 256.7 tok/s alternated); since the other decode products load
+// one unit at a time (matmul.rs, UNITS_AHEAD), two are faster than three (351.5 / 351.3
+// against 347.2, with moe_down's AHEAD at 3), the fewer registers leaving room for more
+// warps; one was slower (346.5 / 343.2). The same greedy tokens.
+const AHEAD: u32 = 2u;
 
 @compute @workgroup_size(256)
 fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

@@ -18,9 +18,11 @@
 // 308.4 tok/s alternated. Set by the host (decode_kernel).
 override SPLIT: u32 = 1u;
 
-// Matrices whose loads are in flight at once: the 48B model's shared expert's and 8 experts'
-// in two parts.
-const AHEAD: u32 = 5u;
+// Matrices whose loads are in flight at once: three of the 4 or 5 of each of the 48B model's
+// two parts. All of them (5) held registers that left fewer warps on each SM: H100 tg128
+// 351.5 / 351.3 against 347.2 tok/s (with the pair's AHEAD at 2 and one unit ahead in the
+// other products); two were no better (350.9 / 350.2), nor one (347.8 / 350.1).
+const AHEAD: u32 = 3u;
 
 // Parts 1.. of a row group's sums, for part 0 to add.
 var<workgroup> part_sums: array<vec4<f32>, MV_WG / 4u>;

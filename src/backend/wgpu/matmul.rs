@@ -43,6 +43,14 @@ const BUSY_WORKGROUPS: usize = 512;
 /// SwiGLU in 8 bits), and one row in `moe_down` alone was within the noise.
 const UNIT_ENTRY_ROWS: usize = 2;
 
+/// Units of a row each lane of a decode product (`matvec`, `matvecs`, `matmul_sel`) loads
+/// before its first multiply (UN in the shaders), for the types that load ahead (Q4_K). Up to
+/// 4 (enough for one pass over a 4096-value row) kept each lane's loads in one memory round
+/// trip, but the registers they held left fewer warps on each SM: on the H100, one unit at a
+/// time made tg128 6% faster (347.2 in a quiet run, against 326.4–327.3 tok/s; two: 334.0 /
+/// 334.9), the same greedy tokens.
+const UNITS_AHEAD: usize = 1;
+
 /// Parts of `moe_down`'s unit-entry workgroups that each multiply some of a row's matrices
 /// (moe_down_units.wgsl; there are at least two, the shared expert's and one routed). Four
 /// measured the same as two on the H100 (tg128 320.4 / 315.1 against 319.9 / 314.8 tok/s),
@@ -90,8 +98,7 @@ fn decode_kernel(
 ) -> (KernelKey, usize) {
     let units = w.ne[0] / kernels::dot_values(w.ty);
     let ahead = kernels::loads_ahead(w.ty);
-    // A type whose lanes load several units ahead gets up to one subgroup's worth of lanes
-    // per row, each with all its units in flight.
+    // A type whose lanes load units ahead gets up to one subgroup's worth of lanes per row.
     let tpr = if ahead {
         units.next_power_of_two().clamp(4, 32)
     } else {
@@ -114,10 +121,8 @@ fn decode_kernel(
     // rows in 8 bits (f66b2d7) few products stage, and a row per lane is 1% faster: 270.9 /
     // 273.3 against 268.1 / 270.3 tok/s alternated, the same greedy tokens.
     let rt = if unit_entry { UNIT_ENTRY_ROWS } else { 1 };
-    // Enough units per lane for one pass over the row, at most 4 (2 when each lane serves
-    // several rows): RT · UN quads of weights and as many of block headers stay in registers.
     let un = if ahead {
-        units.div_ceil(tpr).clamp(1, 4 / rt.min(2))
+        units.div_ceil(tpr).clamp(1, UNITS_AHEAD)
     } else {
         1
     };
