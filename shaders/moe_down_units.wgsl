@@ -9,17 +9,18 @@
 // unit_x of the staging (x_q8.wgsl) or of the 8-bit row read from memory (x_q8_global.wgsl).
 
 // A row's matrices are split over SPLIT parts of the workgroup's row groups (MV_WG / TPR of
-// them, a multiple of SPLIT; SPLIT ≤ pairs + 1): the workgroup serves RPW / SPLIT rows, part i
-// sums matrices i · (pairs + 1) / SPLIT up to (i + 1) · (pairs + 1) / SPLIT of each, and part 0
-// adds the others' sums to its own. With one part the 48B model's 2304 rows made 144
-// workgroups whose lanes multiplied 18 units each in turn, with too few warps per SM to hide
-// the multiplies' latency (leaving the multiplies out saved 7 µs of the kernel's 20); two
-// parts double the warps and halve each one's chain: H100 tg128 325.2 / 325.5 against 307.9 /
-// 308.4 tok/s alternated. Set by the host (decode_kernel).
+// them, a multiple of SPLIT): the workgroup serves RPW / SPLIT rows, part i sums matrices
+// i · (pairs + 1) / SPLIT up to (i + 1) · (pairs + 1) / SPLIT of each (none where SPLIT >
+// pairs + 1 leaves it empty), and part 0 adds the others' sums to its own. With one part the
+// 48B model's 2304 rows made 144 workgroups whose lanes multiplied 18 units each in turn, with
+// too few warps per SM to hide the multiplies' latency (leaving the multiplies out saved 7 µs
+// of the kernel's 20); two parts double the warps and halve each one's chain: H100 tg128
+// 325.2 / 325.5 against 307.9 / 308.4 tok/s alternated. The host sets it (MOE_DOWN_SPLIT in
+// matmul.rs says what each count measured).
 override SPLIT: u32 = 1u;
 
-// Matrices whose loads are in flight at once: three of the 4 or 5 of each of the 48B model's
-// two parts. All of them (5) held registers that left fewer warps on each SM: H100 tg128
+// Matrices whose loads are in flight at once: all 2 or 3 of each of the 48B model's four
+// parts. All of them (5) held registers that left fewer warps on each SM: H100 tg128
 // 351.5 / 351.3 against 347.2 tok/s (with the pair's AHEAD at 2 and one unit ahead in the
 // other products); two were no better (350.9 / 350.2), nor one (347.8 / 350.1).
 const AHEAD: u32 = 3u;

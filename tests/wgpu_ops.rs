@@ -1597,7 +1597,8 @@ fn moe_decode_kernels(
 
 /// A decoded token's fused expert and shared down products (`moe_down`) against the CPU, on
 /// integer dot products and exact, for Q4_K (whose 8-bit staging reads several activation
-/// rows, up to all XQ_MAX values of 8 experts and the shared one at 1024 values each), other
+/// rows, up to all XQ_MAX values of 8 experts and the shared one at 1024 values each; and
+/// fewer matrices than the unit entry's parts), other
 /// block types and F32; and the separate products where it does not fit: more activations
 /// than a workgroup stages, a shared down matrix of another type, one split over buffers.
 #[test]
@@ -1615,6 +1616,8 @@ fn moe_decode_fused_down() {
     let mut cases = vec![
         fused(GgmlType::Q4_K, 256, 256, 16, 4, &mut r),
         fused(GgmlType::Q4_K, 256, 1024, 9, 8, &mut r),
+        // Three matrices over moe_down's four parts: one part has none.
+        fused(GgmlType::Q4_K, 256, 256, 16, 2, &mut r),
         fused(GgmlType::Q6_K, 256, 256, 16, 4, &mut r),
         fused(GgmlType::Q8_0, 64, 64, 16, 4, &mut r),
         fused(GgmlType::F32, 64, 32, 16, 4, &mut r),

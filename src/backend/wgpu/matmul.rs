@@ -51,11 +51,19 @@ const UNIT_ENTRY_ROWS: usize = 2;
 /// 334.9), the same greedy tokens.
 const UNITS_AHEAD: usize = 1;
 
+/// Lanes per row of the decode products other than the experts' (`matvec`, `matvecs`,
+/// `matmul_sel`) for the types that load ahead (Q4_K): 16, so that a workgroup serves 16 rows
+/// (32 before): with one unit per lane at a time (UNITS_AHEAD) and moe_down in four parts,
+/// H100 tg128 362.3 / 361.1 tok/s against 354.5 / 356.3 with 32 lanes (64: 335).
+const ROW_LANES: usize = 16;
+
 /// Parts of `moe_down`'s unit-entry workgroups that each multiply some of a row's matrices
-/// (moe_down_units.wgsl; there are at least two, the shared expert's and one routed). Four
-/// measured the same as two on the H100 (tg128 320.4 / 315.1 against 319.9 / 314.8 tok/s),
-/// eight slower (305.9 / 310.7; one part: 308.8 / 309.8).
-const MOE_DOWN_SPLIT: usize = 2;
+/// (moe_down_units.wgsl). Four measured the same as two on the H100 while each lane loaded
+/// all its matrices at once (tg128 320.4 / 315.1 against 319.9 / 314.8 tok/s), eight slower
+/// (305.9 / 310.7; one part: 308.8 / 309.8); with three at a time (AHEAD) four are faster:
+/// 354.5 / 356.3 against 348.4 / 350.0, and with 16 lanes per row in the other products
+/// (ROW_LANES) 362.3 / 361.1 against 354.4 / 356.2.
+const MOE_DOWN_SPLIT: usize = 4;
 
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
 /// rows: about two `part_dot_rows` calls each, so that short rows (the experts' down products)
@@ -98,9 +106,19 @@ fn decode_kernel(
 ) -> (KernelKey, usize) {
     let units = w.ne[0] / kernels::dot_values(w.ty);
     let ahead = kernels::loads_ahead(w.ty);
-    // A type whose lanes load units ahead gets up to one subgroup's worth of lanes per row.
+    let several = matches!(
+        kernel,
+        Kernel::MatmulSelPair
+            | Kernel::MatmulSelPairSwigluQ8
+            | Kernel::MoeDown
+            | Kernel::MoeDownSwiglu
+    );
+    // A type whose lanes load units ahead gets up to one subgroup's worth of lanes per row in
+    // the several-weight kernels, up to ROW_LANES elsewhere.
     let tpr = if ahead {
-        units.next_power_of_two().clamp(4, 32)
+        units
+            .next_power_of_two()
+            .clamp(4, if several { 32 } else { ROW_LANES })
     } else {
         threads_per_row(w.ty, w.ne[0], rows)
     };
@@ -108,13 +126,7 @@ fn decode_kernel(
     let q8 = q8 && kernels::q8_dots(w.ty, w.ne[0]);
     // The unit-load entries of the several-weight kernels hold one row's loads per lane at a
     // time (UNIT_ENTRY_ROWS rows in turn).
-    let unit_entry = matches!(
-        kernel,
-        Kernel::MatmulSelPair
-            | Kernel::MatmulSelPairSwigluQ8
-            | Kernel::MoeDown
-            | Kernel::MoeDownSwiglu
-    ) && kernels::unit_loads(w.ty, q8);
+    let unit_entry = several && kernels::unit_loads(w.ty, q8);
     // One row per lane elsewhere. Several rows per lane (two where a product kept 256
     // workgroups, four beyond 1024) made each staging of the activations serve more rows, and
     // made H100 tg128 5% faster while every workgroup staged them; since the norms write their
