@@ -20,9 +20,10 @@
 override SPLIT: u32 = 1u;
 
 // Matrices whose loads are in flight at once: all 2 or 3 of each of the 48B model's four
-// parts. All of them (5) held registers that left fewer warps on each SM: H100 tg128
-// 351.5 / 351.3 against 347.2 tok/s (with the pair's AHEAD at 2 and one unit ahead in the
-// other products); two were no better (350.9 / 350.2), nor one (347.8 / 350.1).
+// parts. With two parts (4 or 5 matrices each), all five at once held registers that left
+// fewer warps on each SM, and three were faster: H100 tg128 351.5 / 351.3 against 347.2 tok/s
+// (with the pair's AHEAD at 2 and one unit ahead in the other products); two were no better
+// (350.9 / 350.2), nor one (347.8 / 350.1).
 const AHEAD: u32 = 3u;
 
 // Parts 1.. of a row group's sums, for part 0 to add.

@@ -1598,9 +1598,9 @@ fn moe_decode_kernels(
 /// A decoded token's fused expert and shared down products (`moe_down`) against the CPU, on
 /// integer dot products and exact, for Q4_K (whose 8-bit staging reads several activation
 /// rows, up to all XQ_MAX values of 8 experts and the shared one at 1024 values each; and
-/// fewer matrices than the unit entry's parts), other
-/// block types and F32; and the separate products where it does not fit: more activations
-/// than a workgroup stages, a shared down matrix of another type, one split over buffers.
+/// fewer matrices than the unit entry's parts), other block types and F32; and the separate
+/// products where it does not fit: more activations than a workgroup stages, a shared down
+/// matrix of another type, one split over buffers.
 #[test]
 fn moe_decode_fused_down() {
     let c = cpu();

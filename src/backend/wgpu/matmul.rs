@@ -53,8 +53,8 @@ const UNITS_AHEAD: usize = 1;
 
 /// Lanes per row of the decode products other than the experts' (`matvec`, `matvecs`,
 /// `matmul_sel`) for the types that load ahead (Q4_K): 16, so that a workgroup serves 16 rows
-/// (32 before): with one unit per lane at a time (UNITS_AHEAD) and moe_down in four parts,
-/// H100 tg128 362.3 / 361.1 tok/s against 354.5 / 356.3 with 32 lanes (64: 335).
+/// (8 with 32 lanes): with one unit per lane at a time (UNITS_AHEAD) and moe_down in four
+/// parts, H100 tg128 362.3 / 361.1 tok/s against 354.5 / 356.3 with 32 lanes (64: 335).
 const ROW_LANES: usize = 16;
 
 /// Parts of `moe_down`'s unit-entry workgroups that each multiply some of a row's matrices
@@ -62,7 +62,7 @@ const ROW_LANES: usize = 16;
 /// all its matrices at once (tg128 320.4 / 315.1 against 319.9 / 314.8 tok/s), eight slower
 /// (305.9 / 310.7; one part: 308.8 / 309.8); with three at a time (AHEAD) four are faster:
 /// 354.5 / 356.3 against 348.4 / 350.0, and with 16 lanes per row in the other products
-/// (ROW_LANES) 362.3 / 361.1 against 354.4 / 356.2.
+/// (ROW_LANES) 362.3 / 361.1 against 354.4 / 356.2 with two parts.
 const MOE_DOWN_SPLIT: usize = 4;
 
 /// Threads per weight row of the decode products (TPR in the shader) when they compute `rows`
