@@ -1,6 +1,7 @@
-//! `kiln bench`: the llama-bench table, the decode's dispatch count, and `--ablate`'s table of
-//! what each kernel costs (on the tiny chat model, through wgpu on CI's lavapipe); kernels whose
-//! outputs index memory, and backends that record no kernels, refuse the ablation.
+//! `kiln bench`: the llama-bench table, the decode's dispatch count, and the tables of what each
+//! kernel costs left out (`--ablate`) and repeated (`--repeat`) (on the tiny chat model, through
+//! wgpu on CI's lavapipe); kernels whose outputs index memory, and backends that record no
+//! kernels, refuse the ablation.
 
 #[path = "common/tiny_chat_model.rs"]
 mod tiny_chat_model;
@@ -20,7 +21,7 @@ fn bench(model: &Path, args: &[&str]) -> Output {
 }
 
 #[test]
-fn ablation_table_and_its_refusals() {
+fn ablation_and_repeat_tables_and_their_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.gguf");
     tiny_chat_model::write(&model);
@@ -64,6 +65,27 @@ fn ablation_table_and_its_refusals() {
         assert!(row.starts_with(&format!("| {name} |")), "{row}");
     }
 
+    // --repeat: the same decode with each kernel's dispatches run twice, in its own table.
+    let out = bench(
+        &model,
+        &["--backend", "wgpu", "--repeat", "add_rms_norm,argmax"],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("ablation:"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("repeats:"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| repeated") && !l.starts_with("| --"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for (row, name) in rows.iter().zip(["(nothing)", "add_rms_norm", "argmax"]) {
+        assert!(row.starts_with(&format!("| {name} |")), "{row}");
+    }
+
     // The chosen token's id indexes the next step's embedding row: leaving argmax out is
     // refused (as is the MoE router's, which this dense model has not).
     let out = bench(&model, &["--backend", "wgpu", "--ablate", "argmax"]);
@@ -72,8 +94,10 @@ fn ablation_table_and_its_refusals() {
     assert!(stderr.contains("writes indices"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let out = bench(&model, &["--backend", "cpu", "--ablate", "add"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("records no kernels"), "{stderr}");
+    for flag in ["--ablate", "--repeat"] {
+        let out = bench(&model, &["--backend", "cpu", flag, "add"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}");
+        assert!(stderr.contains("records no kernels"), "{flag}: {stderr}");
+    }
 }

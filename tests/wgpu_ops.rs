@@ -9,7 +9,8 @@
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
 use kiln::backend::{
-    Backend, FfnWeights, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights, TensorBytes,
+    Alter, Backend, FfnWeights, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights,
+    TensorBytes,
 };
 use kiln::quant::{GgmlType, quantize_rows};
 
@@ -1669,6 +1670,31 @@ fn moe_decode_fused_down() {
         &case.run(&c, &x, 1),
         F32_NMSE,
     );
+}
+
+/// `kiln bench --repeat`: each dispatch of a repeated kernel runs twice, the second after the
+/// first (a residual add adds twice) and counts twice; other kernels run once, and an empty
+/// list ends the repeats. `--ablate` leaves the same kernel out.
+#[test]
+fn altered_kernels_run_twice_or_not_at_all() {
+    let g = gpu();
+    let x = buf(&g, &[1.0, 2.0, 3.0, 4.0]);
+    let mut acc = buf(&g, &[10.0, 10.0, 10.0, 10.0]);
+    let mut gate = buf(&g, &[1.0; 4]);
+    g.alter(&["add".into()], Alter::Twice).unwrap();
+    let before = g.dispatches().unwrap();
+    g.add(&mut acc, &x, 4).unwrap();
+    assert_eq!(g.dispatches().unwrap() - before, 2);
+    assert_eq!(g.read(&acc, 4).unwrap(), vec![12.0, 14.0, 16.0, 18.0]);
+    g.swiglu(&mut gate, &x, 1, 4).unwrap();
+    assert_eq!(g.dispatches().unwrap() - before, 3);
+    g.alter(&[], Alter::Twice).unwrap();
+    g.add(&mut acc, &x, 4).unwrap();
+    assert_eq!(g.read(&acc, 4).unwrap(), vec![13.0, 16.0, 19.0, 22.0]);
+    g.alter(&["add".into()], Alter::LeaveOut).unwrap();
+    g.add(&mut acc, &x, 4).unwrap();
+    g.alter(&[], Alter::LeaveOut).unwrap();
+    assert_eq!(g.read(&acc, 4).unwrap(), vec![13.0, 16.0, 19.0, 22.0]);
 }
 
 /// Recorded work stays in order: a write after a read of the same buffer does not overtake it.

@@ -97,6 +97,20 @@ pub struct KdaInputs<'a, 'w, B: Backend + ?Sized> {
     pub a: &'a B::Weight<'w>,
 }
 
+/// What `kiln bench` does to the dispatches of the kernels it measures in the running stream
+/// ([`Backend::alter`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Alter {
+    /// Left out (`--ablate`): the time saved is what the kernel costs, launch and barrier
+    /// included.
+    #[default]
+    LeaveOut,
+    /// Dispatched twice, the second right after the first (`--repeat`): the time added is what
+    /// the kernel costs with what it read still in the GPU's caches (its weights, where they
+    /// fit in L2), so a kernel that costs as much again is not bound by memory bandwidth.
+    Twice,
+}
+
 /// What a KDA layer computes after its projections ([`Backend::kda_tail`]): the delta rule's
 /// q, k, v (through their convolutions) and raw β, the low-rank inputs of the decay's and the
 /// output gate's up-projections, and the weights of the gates, the norm and the output
@@ -201,12 +215,12 @@ pub trait Backend: Sync {
         None
     }
 
-    /// Leaves every later dispatch of the kernels whose names start with one of `kernels` out
-    /// (`kiln bench --ablate`: what a kernel costs in the running stream, launch and barrier
-    /// included, is the time it saves); an empty list ends that. Outputs become meaningless.
-    fn leave_out(&self, _kernels: &[String]) -> Result<()> {
+    /// Alters every later dispatch of the kernels whose names start with one of `kernels` as
+    /// `how` says (`kiln bench --ablate`, `--repeat`); an empty list ends that. Outputs become
+    /// meaningless.
+    fn alter(&self, _kernels: &[String], _how: Alter) -> Result<()> {
         Err(BackendError::Gpu(format!(
-            "the {} backend records no kernels to leave out",
+            "the {} backend records no kernels to leave out or repeat",
             self.name()
         )))
     }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::backend::{BackendArgs, with_backend};
-use kiln::backend::Backend;
+use kiln::backend::{Alter, Backend};
 use kiln::gguf::Gguf;
 use kiln::model::weights::Mixer;
 use kiln::model::{Greedy, HybridCache, Logits, MAX_UBATCH, Model};
@@ -47,6 +47,13 @@ pub struct BenchArgs {
     /// overstate small kernels. The outputs of such a decode are meaningless.
     #[arg(long, value_delimiter = ',')]
     pub ablate: Vec<String>,
+    /// After the tests, decode again with every dispatch of each of these kernels run twice in
+    /// turn (named as for --ablate), the second right after the first, and print the time per
+    /// token each repeat adds: what the kernel costs with what it read still in the GPU's
+    /// caches. One that costs as much again as it saves in --ablate is held back by latency,
+    /// not by memory bandwidth. The outputs of such a decode are meaningless.
+    #[arg(long, value_delimiter = ',')]
+    pub repeat: Vec<String>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -169,7 +176,10 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     if !args.ablate.is_empty() && args.n_gen > 0 {
-        ablate(b, &model, &mut ids, args)?;
+        alter_table(b, &model, &mut ids, args, Alter::LeaveOut)?;
+    }
+    if !args.repeat.is_empty() && args.n_gen > 0 {
+        alter_table(b, &model, &mut ids, args, Alter::Twice)?;
     }
     if args.profile {
         super::print_stdout(&format!(
@@ -198,29 +208,45 @@ fn cache_at_depth<'w, B: Backend>(
     Ok(cache)
 }
 
-/// `--ablate`: the decode test at the first depth again, in full and then without each
-/// kernel in turn (`--repetitions` runs each), as a table of the time per token each saves.
-fn ablate<B: Backend>(
+/// `--ablate` and `--repeat`: the decode test at the first depth again, in full and then with
+/// each kernel's dispatches left out or run twice in turn (`--repetitions` runs each), as a
+/// table of the time per token each saves or adds.
+fn alter_table<B: Backend>(
     b: &B,
     model: &Model<'_, B>,
     ids: &mut TokenStream,
     args: &BenchArgs,
+    how: Alter,
 ) -> anyhow::Result<()> {
-    dispatch_chains(b, model)?;
     let (depth, n) = (args.depth[0], args.n_gen);
-    let mut out = format!("\nablation: tg{n} at depth {depth} without each kernel's dispatches\n");
-    out += "| left out | t/s | saves ms/token |\n| -------- | --: | -------------: |\n";
-    super::print_stdout(&out)?;
+    let (kernels, header, sign) = match how {
+        Alter::LeaveOut => {
+            dispatch_chains(b, model)?;
+            let out = format!(
+                "\nablation: tg{n} at depth {depth} without each kernel's dispatches\n\
+                 | left out | t/s | saves ms/token |\n| -------- | --: | -------------: |\n"
+            );
+            (&args.ablate, out, 1.0)
+        }
+        Alter::Twice => {
+            let out = format!(
+                "\nrepeats: tg{n} at depth {depth} with each kernel's dispatches run twice\n\
+                 | repeated | t/s | adds ms/token |\n| -------- | --: | ------------: |\n"
+            );
+            (&args.repeat, out, -1.0)
+        }
+    };
+    super::print_stdout(&header)?;
     let mut full_ms = None;
-    for kernel in std::iter::once(None).chain(args.ablate.iter().map(Some)) {
+    for kernel in std::iter::once(None).chain(kernels.iter().map(Some)) {
         let mut speeds = Vec::new();
         for _ in 0..args.repetitions.max(1) {
             let mut cache = cache_at_depth(b, model, ids, depth, n)?;
             let names: Vec<String> =
                 kernel.map_or(Vec::new(), |k| k.split('+').map(str::to_string).collect());
-            b.leave_out(&names)?;
+            b.alter(&names, how)?;
             let d = decode(b, model, &mut cache, n, ids.take(1)[0]);
-            b.leave_out(&[])?;
+            b.alter(&[], how)?;
             speeds.push(n as f64 / d?.total);
         }
         let (speed, _) = mean_sd(&speeds);
@@ -229,7 +255,7 @@ fn ablate<B: Backend>(
         super::print_stdout(&format!(
             "| {} | {speed:.2} | {:.3} |\n",
             kernel.map_or("(nothing)", String::as_str),
-            full - ms
+            sign * (full - ms)
         ))?;
     }
     Ok(())

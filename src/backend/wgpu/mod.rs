@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
 use super::{
-    Backend, BackendError, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights, Result,
-    TensorBytes,
+    Alter, Backend, BackendError, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights,
+    Result, TensorBytes,
 };
 use crate::quant::GgmlType;
 use device::Context;
@@ -544,10 +544,10 @@ impl Backend for WgpuBackend {
         Some(self.rec().dispatches)
     }
 
-    fn leave_out(&self, kernels: &[String]) -> Result<()> {
+    fn alter(&self, kernels: &[String], how: Alter) -> Result<()> {
         let mut rec = self.rec();
         rec.flush(&self.ctx)?;
-        rec.leave_out = kernels.to_vec();
+        rec.altered = (kernels.to_vec(), how);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
-use super::super::{BackendError, Result};
+use super::super::{Alter, BackendError, Result};
 use super::device::Context;
 use super::kernels::Compiled;
 use super::profile::Profiler;
@@ -62,9 +62,9 @@ pub struct Recorder {
     pub fresh_bytes: u64,
     /// Dispatches recorded so far.
     pub dispatches: u64,
-    /// Kernels whose dispatches are left out (`kiln bench --ablate`): labels starting with
-    /// any of these.
-    pub leave_out: Vec<String>,
+    /// Kernels whose dispatches are left out or repeated (`kiln bench --ablate`, `--repeat`):
+    /// labels starting with any of these.
+    pub altered: (Vec<String>, Alter),
 }
 
 impl Recorder {
@@ -122,10 +122,16 @@ impl Recorder {
         if groups == 0 {
             return Ok(());
         }
-        // The name, for leaving the kernel out and for the profiler, made only where needed.
-        let name = (!self.leave_out.is_empty() || self.profiler.is_some()).then(label);
+        // The name, for altering the kernel's dispatches and for the profiler, made only where
+        // needed.
+        let (altered, how) = &self.altered;
+        let name = (!altered.is_empty() || self.profiler.is_some()).then(label);
+        let hit = name
+            .as_ref()
+            .is_some_and(|l| altered.iter().any(|k| l.starts_with(k.as_str())));
         if let Some(l) = &name
-            && self.leave_out.iter().any(|k| l.starts_with(k.as_str()))
+            && hit
+            && *how == Alter::LeaveOut
         {
             // The shaders index memory unchecked: garbage indices would read out of bounds.
             if INDEX_WRITERS.iter().any(|k| l.starts_with(k)) {
@@ -135,7 +141,10 @@ impl Recorder {
             }
             return Ok(());
         }
-        self.dispatches += 1;
+        // Repeated, the dispatch runs again on what it left (wgpu orders the two: each writes
+        // what the other reads or writes).
+        let times = if hit { 2 } else { 1 };
+        self.dispatches += times;
         if self.profiler.as_ref().is_some_and(|p| p.full()) {
             self.flush(ctx)?;
         }
@@ -190,7 +199,9 @@ impl Recorder {
         }
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        for _ in 0..times {
+            pass.dispatch_workgroups(x, y, 1);
+        }
         if let Some((qs, i)) = around {
             pass.write_timestamp(qs, *i + 1);
         }
