@@ -20,6 +20,21 @@ fn bench(model: &Path, args: &[&str]) -> Output {
         .expect("run kiln")
 }
 
+/// The table after the line starting with `title` has one row per name, in order (after its
+/// header and rule).
+fn assert_rows(stdout: &str, title: &str, names: &[&str]) {
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(title))
+        .filter(|l| l.starts_with("| "))
+        .skip(2)
+        .collect();
+    assert_eq!(rows.len(), names.len(), "{stdout}");
+    for (row, name) in rows.iter().zip(names) {
+        assert!(row.starts_with(&format!("| {name} |")), "{row}");
+    }
+}
+
 #[test]
 fn ablation_and_repeat_tables_and_their_refusals() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,18 +67,11 @@ fn ablation_and_repeat_tables_and_their_refusals() {
         stdout.contains("dispatch chains (µs per dispatch)"),
         "{stdout}"
     );
-    let rows: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("ablation:"))
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| left out") && !l.starts_with("| --"))
-        .collect();
-    assert_eq!(rows.len(), 3, "{stdout}");
-    for (row, name) in rows
-        .iter()
-        .zip(["(nothing)", "add_rms_norm", "kda_scan+mla_"])
-    {
-        assert!(row.starts_with(&format!("| {name} |")), "{row}");
-    }
+    assert_rows(
+        &stdout,
+        "ablation:",
+        &["(nothing)", "add_rms_norm", "kda_scan+mla_"],
+    );
 
     // --repeat: the same decode with each kernel's dispatches run twice, in its own table.
     let out = bench(
@@ -76,15 +84,11 @@ fn ablation_and_repeat_tables_and_their_refusals() {
     );
     assert!(out.status.success(), "{stderr}");
     assert!(!stdout.contains("ablation:"), "{stdout}");
-    let rows: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("repeats:"))
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| repeated") && !l.starts_with("| --"))
-        .collect();
-    assert_eq!(rows.len(), 3, "{stdout}");
-    for (row, name) in rows.iter().zip(["(nothing)", "add_rms_norm", "argmax"]) {
-        assert!(row.starts_with(&format!("| {name} |")), "{row}");
-    }
+    assert_rows(
+        &stdout,
+        "repeats:",
+        &["(nothing)", "add_rms_norm", "argmax"],
+    );
 
     // The chosen token's id indexes the next step's embedding row: leaving argmax out is
     // refused (as is the MoE router's, which this dense model has not).
