@@ -528,12 +528,12 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// An empty cache of kernels that reduce over subgroups of at least `lanes` lanes where
-    /// `subgroups` (the device must have `Features::SUBGROUP`), else through workgroup memory.
-    pub fn new(subgroups: bool, lanes: u32) -> Self {
+    /// An empty cache of kernels that reduce over subgroups of at least `sg` lanes (the device
+    /// must have `Features::SUBGROUP`), or through workgroup memory where `sg` is `None`.
+    pub fn new(sg: Option<u32>) -> Self {
         Pipelines {
             cache: Mutex::default(),
-            sg: subgroups.then_some(lanes),
+            sg,
         }
     }
 

@@ -176,7 +176,7 @@ impl WgpuBackend {
         let binding_cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3;
         Ok(WgpuBackend {
             binding_cap,
-            pipelines: Pipelines::new(ctx.subgroups, ctx.adapter.min_subgroup_size),
+            pipelines: Pipelines::new(ctx.subgroups.then_some(ctx.adapter.min_subgroup_size)),
             ctx,
             rec: Mutex::new(Recorder::default()),
             dummy,
@@ -218,7 +218,7 @@ impl WgpuBackend {
     /// subgroup operations (what `KILN_NO_SUBGROUPS` does for a whole process): lets the tests
     /// run both variants on one device.
     pub fn without_subgroups(&mut self) {
-        self.pipelines = Pipelines::new(false, 0);
+        self.pipelines = Pipelines::new(None);
     }
 
     fn rec(&self) -> MutexGuard<'_, Recorder> {
