@@ -8,13 +8,12 @@
 // unit_x. What it writes besides the products comes last (`store_act`: nothing, or the SwiGLU
 // in 8 bits, matmul_sel_pair_swiglu_q8.wgsl).
 
-// Units per lane in flight at once, per weight (a 2304-value row has 72: up to 3 per lane of
-// 32). Four (room for a 4096-value row in one pass) made H100 tg128 1.3% slower than three
-// (253.3 / 253.4 against 256.6 / 256.7 tok/s alternated); since the other decode products load
-// one unit at a time (matmul.rs, UNITS_AHEAD), two are faster than three (351.5 / 351.3
-// against 347.2, with moe_down's AHEAD at 3), the fewer registers leaving room for more
-// warps; one was slower (346.5 / 343.2). The same greedy tokens.
-const AHEAD: u32 = 2u;
+// Sub-block pairs (two units each) per lane in flight at once, per weight (a 2304-value row
+// has 36: up to 2 per lane of 32). One pair holds as many loads as two units and a header;
+// with one unit at a time, two units per weight in flight were fastest (351.5 / 351.3 tok/s
+// against 347.2 with three, 346.5 with one). Two pairs were not faster on the H100 (349.1 /
+// 355.3 tok/s in noisy runs, against 371 with one).
+const AHEAD: u32 = 1u;
 
 @compute @workgroup_size(256)
 fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -44,26 +43,28 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     var acc: array<vec2<f32>, 4>;
     for (var k = 0u; k < n; k++) {
         let r0 = (first + r + k) * stride;
-        for (var u0 = lane; u0 < units; u0 += TPR * AHEAD) {
-            var l0: array<array<vec4<u32>, 2>, AHEAD>;
-            var l1: array<array<vec4<u32>, 2>, AHEAD>;
+        // A lane takes both units of a sub-block pair at a time (unit_mul2), AHEAD pairs.
+        for (var v0 = lane; 2u * v0 < units; v0 += TPR * AHEAD) {
+            var l0: array<array<vec4<u32>, 3>, AHEAD>;
+            var l1: array<array<vec4<u32>, 3>, AHEAD>;
             for (var i = 0u; i < AHEAD; i++) {
-                let u = u0 + i * TPR;
+                let u = 2u * (v0 + i * TPR);
                 if u < units && is_shared {
-                    l0[i] = unit_load_2(r0, u);
-                    l1[i] = unit_load_3(r0, u);
+                    l0[i] = unit_load2_2(r0, u);
+                    l1[i] = unit_load2_3(r0, u);
                 } else if u < units {
-                    l0[i] = unit_load_0(r0, u);
-                    l1[i] = unit_load_1(r0, u);
+                    l0[i] = unit_load2_0(r0, u);
+                    l1[i] = unit_load2_1(r0, u);
                 }
             }
             for (var i = 0u; i < AHEAD; i++) {
-                let u = u0 + i * TPR;
+                let u = 2u * (v0 + i * TPR);
                 if u < units {
-                    let x = unit_x(u, g0);
+                    let xa = unit_x(u, g0);
+                    let xb = unit_x(u + 1u, g0);
                     acc[k] += vec2<f32>(
-                        unit_mul_0(l0[i][0], l0[i][1], u, x),
-                        unit_mul_0(l1[i][0], l1[i][1], u, x),
+                        unit_mul2_0(l0[i][0], l0[i][1], l0[i][2], u, xa, xb),
+                        unit_mul2_0(l1[i][0], l1[i][1], l1[i][2], u, xa, xb),
                     );
                 }
             }

@@ -30,31 +30,60 @@ fn unit_load(r0: u32, u: u32) -> array<vec4<u32>, 2> {
     return array<vec4<u32>, 2>(wq(b), wq(b + 1u + u % 8u));
 }
 
+// The block header and both units' 16 bytes of sub-block pair u / 2 (u even) of the row from
+// quad r0: what `unit_mul2` reads, for kernels that issue several rows' loads before their
+// first multiply.
+fn unit_load2(r0: u32, u: u32) -> array<vec4<u32>, 3> {
+    let b = r0 + (u / 8u) * 9u;
+    return array<vec4<u32>, 3>(wq(b), wq(b + 1u + u % 8u), wq(b + 2u + u % 8u));
+}
+
+// Units u and u + 1 (u even: both halves of one sub-block pair's 32 bytes, block header `h`)
+// · their activations: one header and one pair of scales for 64 weights, where `unit_mul`
+// extracts them for each 32.
+fn unit_mul2(h: vec4<u32>, qa: vec4<u32>, qb: vec4<u32>, u: u32, xa: UnitX, xb: UnitX) -> f32 {
+    let pair = (u % 8u) / 2u;
+    let dm = unpack2x16float(h.x);
+    let s0 = k4_scale_min(h, 2u * pair);
+    let s1 = k4_scale_min(h, 2u * pair + 1u);
+    var lo_a = 0;
+    var hi_a = 0;
+    var lo_b = 0;
+    var hi_b = 0;
+    for (var j = 0u; j < 4u; j++) {
+        lo_a += dot4I8Packed(qa[j] & 0x0f0f0f0fu, xa.lo[j]);
+        hi_a += dot4I8Packed((qa[j] >> 4u) & 0x0f0f0f0fu, xa.hi[j]);
+        lo_b += dot4I8Packed(qb[j] & 0x0f0f0f0fu, xb.lo[j]);
+        hi_b += dot4I8Packed((qb[j] >> 4u) & 0x0f0f0f0fu, xb.hi[j]);
+    }
+    let lo = xa.d.x * f32(lo_a) + xb.d.x * f32(lo_b);
+    let hi = xa.d.y * f32(hi_a) + xb.d.y * f32(hi_b);
+    return dm.x * (s0.x * lo + s1.x * hi)
+        - dm.y * (s0.y * (xa.sum.x + xb.sum.x) + s1.y * (xa.sum.y + xb.sum.y));
+}
+
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
 // activations of the row that x holds from vec4 index xb0 (where stage_x read it, or one of
-// the rows stage_rows read).
+// the rows stage_rows read). A lane takes both units of a sub-block pair at a time
+// (`unit_mul2`), TPR pairs apart; UN does not apply.
 fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
-    let units = (p.cols / QK) * 8u;
+    let pairs = (p.cols / QK) * 4u;
     // In quads: rows and blocks are multiples of 16 bytes.
     let stride = row_bytes() >> 4u;
     let r0 = rb >> 4u;
     // The row's first staged group (32 values, 8 vec4s).
     let g0 = (xb0 - x_base) / 8u;
     var acc = vec4<f32>(0.0);
-    for (var u0 = lane; u0 < units; u0 += TPR * UN) {
-        var hd: array<vec4<u32>, 8>;
-        var qs: array<vec4<u32>, 8>;
-        load_units(r0, stride, u0, units, klo, khi, &hd, &qs);
-        for (var i = 0u; i < UN; i++) {
-            let u = u0 + i * TPR;
-            if u >= units {
-                break;
-            }
-            let x = unit_x(u, g0);
-            for (var k = 0u; k < RT; k++) {
-                if k >= klo && k < khi {
-                    acc[k] += unit_mul(hd[k * UN + i], qs[k * UN + i], u, x);
-                }
+    for (var v = lane; v < pairs; v += TPR) {
+        let u = 2u * v;
+        let xa = unit_x(u, g0);
+        let xb = unit_x(u + 1u, g0);
+        for (var k = 0u; k < RT; k++) {
+            if k >= klo && k < khi {
+                let b = r0 + (k - klo) * stride + (u / 8u) * 9u;
+                let qa = wq(b + 1u + u % 8u);
+                let qb = wq(b + 2u + u % 8u);
+                acc[k] += unit_mul2(wq(b), qa, qb, u, xa, xb);
             }
         }
     }

@@ -48,7 +48,8 @@ const UNIT_ENTRY_ROWS: usize = 2;
 /// 4 (enough for one pass over a 4096-value row) kept each lane's loads in one memory round
 /// trip, but the registers they held left fewer warps on each SM: on the H100, one unit at a
 /// time made tg128 6% faster (347.2 in a quiet run, against 326.4–327.3 tok/s; two: 334.0 /
-/// 334.9), the same greedy tokens.
+/// 334.9), the same greedy tokens. On integer dot products (dot/q4_k_q8.wgsl) a lane now
+/// takes a sub-block pair (two units, one header) at a time instead, and UN does not apply.
 const UNITS_AHEAD: usize = 1;
 
 /// Lanes per row of the decode products other than the experts' (`matvec`, `matvecs`,
