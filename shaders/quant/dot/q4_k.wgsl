@@ -61,3 +61,20 @@ fn rows_dot(rb: u32, klo: u32, khi: u32, xb0: u32, lane: u32) -> vec4<f32> {
     }
     return acc;
 }
+
+// What rows_dot loads before its first multiply: for the lane's UN units of a pass (from u0,
+// TPR apart; unit u is quad 1 + u % 8 of block u / 8) and each of rows klo..khi of RT
+// (`stride` quads apart from quad r0 on), the unit's 16 bytes of qs and its block's first quad
+// (d, dmin, scales), at [row · UN + unit].
+fn load_units(r0: u32, stride: u32, u0: u32, units: u32, klo: u32, khi: u32, hd: ptr<function, array<vec4<u32>, 8>>, qs: ptr<function, array<vec4<u32>, 8>>) {
+    for (var i = 0u; i < UN; i++) {
+        let u = u0 + i * TPR;
+        for (var k = 0u; k < RT; k++) {
+            if u < units && k >= klo && k < khi {
+                let b = r0 + (k - klo) * stride + (u / 8u) * 9u;
+                (*hd)[k * UN + i] = wq(b);
+                (*qs)[k * UN + i] = wq(b + 1u + u % 8u);
+            }
+        }
+    }
+}

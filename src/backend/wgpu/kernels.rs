@@ -95,14 +95,8 @@ fn decoder(ty: GgmlType) -> Option<&'static str> {
 /// (`q8`, see [`q8_dots`]) where the type has them.
 fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
     match (ty, q8) {
-        (GgmlType::Q4_K, true) => concat!(
-            include_str!("../../../shaders/quant/dot/q4_k_units.wgsl"),
-            include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl")
-        ),
-        (GgmlType::Q4_K, false) => concat!(
-            include_str!("../../../shaders/quant/dot/q4_k_units.wgsl"),
-            include_str!("../../../shaders/quant/dot/q4_k.wgsl")
-        ),
+        (GgmlType::Q4_K, true) => include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl"),
+        (GgmlType::Q4_K, false) => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
         _ => include_str!("../../../shaders/quant/dot/generic.wgsl"),
     }
 }
