@@ -1,19 +1,12 @@
 // `matmul_sel_pair` for Q4_K on integer dot products (the host takes this entry instead of
 // matmul_sel_pair.wgsl's there, and dispatches half the workgroups): a workgroup serves its
-// rows of both weights, and each lane issues the loads of its units in both rows (up to AHEAD
-// units each) before its first multiply, so that one memory round trip serves the pair where
-// one workgroup per weight made one each and staged the activations twice. Uses
-// dot/q4_k_q8.wgsl's unit_load and unit_mul through their copies for W_0 (_0) and W_1 (_1),
-// and unit_load's for the shared expert's W_2 (_2) and W_3 (_3) in slot 0, and the staging's
-// unit_x. What it writes besides the products comes last (`store_act`: nothing, or the SwiGLU
-// in 8 bits, matmul_sel_pair_swiglu_q8.wgsl).
-
-// Sub-block pairs (two units each) per lane in flight at once, per weight (a 2304-value row
-// has 36: up to 2 per lane of 32). One pair holds as many loads as two units and a header;
-// with one unit at a time, two units per weight in flight were fastest (351.5 / 351.3 tok/s
-// against 347.2 with three, 346.5 with one). Two pairs were not faster on the H100 (349.1 /
-// 355.3 tok/s in noisy runs, against 371 with one).
-const AHEAD: u32 = 1u;
+// rows of both weights, and each lane issues the loads of its sub-block pair in both rows
+// before its multiplies, so that one memory round trip serves the pair where one workgroup
+// per weight made one each and staged the activations twice. Uses dot/q4_k_q8.wgsl's
+// unit_load2 and unit_mul2 through their copies for W_0 (_0) and W_1 (_1), and unit_load2's
+// for the shared expert's W_2 (_2) and W_3 (_3) in slot 0, and the activations' unit_x. What
+// it writes besides the products comes last (`store_act`: nothing, or the SwiGLU in 8 bits,
+// matmul_sel_pair_swiglu_q8.wgsl).
 
 @compute @workgroup_size(256)
 fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -41,33 +34,46 @@ fn matmul_sel_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let g0 = (xb0 - x_base) / 8u;
     // acc[k] holds row r + k's products with W_0 and W_1 in .x and .y.
     var acc: array<vec2<f32>, 4>;
-    for (var k = 0u; k < n; k++) {
+    // The lane group's n rows are one run of n · pairs sub-block pairs, TPR apart, a pair (both
+    // its units, unit_mul2) per lane at a time: the lanes share out two 2304-value rows' 72
+    // pairs three deep, where a row at a time left 28 of 32 lanes idle in each row's second
+    // pass (36 pairs). H100 tg128 380.1 / 380.9 tok/s against 373.4 / 374.2 (in quiet runs of
+    // a noisy machine), the same greedy tokens; two pairs per weight in flight at once were
+    // not faster (349.1 / 355.3 in noisy runs against 371), nor four rows (380.8).
+    let pairs = units / 2u;
+    var k = 0u;
+    var v = lane;
+    while v >= pairs {
+        v -= pairs;
+        k++;
+    }
+    for (var it = lane; it < n * pairs; it += TPR) {
         let r0 = (first + r + k) * stride;
-        // A lane takes both units of a sub-block pair at a time (unit_mul2), AHEAD pairs.
-        for (var v0 = lane; 2u * v0 < units; v0 += TPR * AHEAD) {
-            var l0: array<array<vec4<u32>, 3>, AHEAD>;
-            var l1: array<array<vec4<u32>, 3>, AHEAD>;
-            for (var i = 0u; i < AHEAD; i++) {
-                let u = 2u * (v0 + i * TPR);
-                if u < units && is_shared {
-                    l0[i] = unit_load2_2(r0, u);
-                    l1[i] = unit_load2_3(r0, u);
-                } else if u < units {
-                    l0[i] = unit_load2_0(r0, u);
-                    l1[i] = unit_load2_1(r0, u);
-                }
+        let u = 2u * v;
+        var l0: array<vec4<u32>, 3>;
+        var l1: array<vec4<u32>, 3>;
+        if is_shared {
+            l0 = unit_load2_2(r0, u);
+            l1 = unit_load2_3(r0, u);
+        } else {
+            l0 = unit_load2_0(r0, u);
+            l1 = unit_load2_1(r0, u);
+        }
+        let xa = unit_x(u, g0);
+        let xb = unit_x(u + 1u, g0);
+        let y = vec2<f32>(
+            unit_mul2_0(l0[0], l0[1], l0[2], u, xa, xb),
+            unit_mul2_0(l1[0], l1[1], l1[2], u, xa, xb),
+        );
+        for (var kk = 0u; kk < RT; kk++) {
+            if kk == k {
+                acc[kk] += y;
             }
-            for (var i = 0u; i < AHEAD; i++) {
-                let u = 2u * (v0 + i * TPR);
-                if u < units {
-                    let xa = unit_x(u, g0);
-                    let xb = unit_x(u + 1u, g0);
-                    acc[k] += vec2<f32>(
-                        unit_mul2_0(l0[i][0], l0[i][1], l0[i][2], u, xa, xb),
-                        unit_mul2_0(l1[i][0], l1[i][1], l1[i][2], u, xa, xb),
-                    );
-                }
-            }
+        }
+        v += TPR;
+        while v >= pairs {
+            v -= pairs;
+            k++;
         }
     }
     // reduce_rows sums 4 values per lane: both weights' rows at once where RT ≤ 2, else in two
