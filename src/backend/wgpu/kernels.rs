@@ -285,6 +285,8 @@ pub enum Kernel {
     /// A prompt's MLA attention, tiles of queries against tiles of cached rows.
     MlaFlash,
     MoeRoute,
+    /// A decoded token's F32 router product and `MoeRoute` in one dispatch.
+    MoeRouterRoute,
     MoeCombine,
     MoeGroup,
     /// A decoded token's expert and shared down products with their weighted sum.
@@ -416,6 +418,10 @@ impl Kernel {
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MlaFlash => d(MLA, "mla_flash", false, &[0, 6, 5, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
+            // The same, then x, the router weight and the count of finished workgroups.
+            Kernel::MoeRouterRoute => {
+                d(MOE, "moe_router_route", false, &[0, 1, 2, 3, 8, 9, 10], 4)
+            }
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             // a (the activation rows), experts' down, shared down, out, ids, wts.
@@ -1129,6 +1135,7 @@ mod tests {
             Kernel::MlaCombine,
             Kernel::MlaFlash,
             Kernel::MoeRoute,
+            Kernel::MoeRouterRoute,
             Kernel::MoeCombine,
             Kernel::MoeGroup,
         ];

@@ -53,6 +53,9 @@ pub struct WgpuBackend {
     rec: Mutex<Recorder>,
     /// Bound where a kernel declares a buffer that a variant does not read.
     dummy: wgpu::Buffer,
+    /// `moe_router_route`'s count of finished workgroups: 0 between dispatches (wgpu clears a
+    /// new buffer; the last workgroup sets it back).
+    route_count: wgpu::Buffer,
     staged: Mutex<u64>,
     /// Largest bytes one storage binding (hence one weight part) may span.
     binding_cap: u64,
@@ -172,6 +175,12 @@ impl WgpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let route_count = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln routing count"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         let l = &ctx.limits;
         let binding_cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3;
         Ok(WgpuBackend {
@@ -180,6 +189,7 @@ impl WgpuBackend {
             ctx,
             rec: Mutex::new(Recorder::default()),
             dummy,
+            route_count,
             staged: Mutex::new(0),
             scratch: Arc::default(),
             exact: std::env::var_os("KILN_EXACT").is_some(),

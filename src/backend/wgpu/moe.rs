@@ -1,6 +1,7 @@
 //! Dispatch math of the MoE: router product (with the shared expert's gate and up where they
 //! do not ride along with the experts'), routing on the GPU (`moe_route` writes the chosen
-//! expert ids and weights to a buffer), the chosen experts' gate/up/down products over all
+//! expert ids and weights to a buffer; a decoded token's router product routes in the same
+//! dispatch, `moe_router_route`), the chosen experts' gate/up/down products over all
 //! (token, slot) pairs (only the chosen experts' rows are read; a decoded token's gate and up
 //! are one dispatch; a prompt's pairs are first grouped by expert so that each expert's rows
 //! are read once per tile of pairs), the shared expert, and the weighted sum (a decoded
@@ -10,6 +11,7 @@ use super::super::Backend;
 use super::kernels::{Kernel, KernelKey};
 use super::matmul::{GROUP_STARTS, SelProduct, Select, q8_row_words};
 use super::{BackendError, MoeWeights, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f};
+use crate::quant::GgmlType;
 
 /// Experts and chosen experts per token the routing kernel holds in workgroup memory (the
 /// grouped products' `starts` hold as many, GROUP_STARTS).
@@ -114,8 +116,39 @@ impl WgpuBackend {
             }
             _ => None,
         };
+        let bias = self.values(&w.bias)?;
+        let params = [
+            n_expert as u32,
+            k as u32,
+            t as u32,
+            hidden as u32,
+            f(w.scale),
+        ];
+        // A decoded token's F32 router product routes in its own dispatch where nothing rides
+        // along with it.
+        let shared_apart = shared.is_some() && !rides;
+        let router_routes = t == 1
+            && !shared_apart
+            && w.router.ty == GgmlType::F32
+            && w.router.parts.len() == 1
+            && hidden % 4 == 0;
         let mut jobs = Vec::new();
-        if t == 1 {
+        if router_routes {
+            self.run(
+                KernelKey::plain(Kernel::MoeRouterRoute),
+                &[
+                    &logits.buf,
+                    &bias,
+                    &ids.buf,
+                    &wts.buf,
+                    &x.buf,
+                    &w.router.parts[0].buf,
+                    &self.route_count,
+                ],
+                &params,
+                n_expert,
+            )?;
+        } else if t == 1 {
             jobs.push((&w.router, &logits));
         } else {
             // A prompt's router product keeps f32 operands: f16 rounding would flip near-tied
@@ -127,21 +160,17 @@ impl WgpuBackend {
         {
             jobs.extend([(&sh.gate, *g), (&sh.up, *u)]);
         }
-        self.matmuls_into(x, t, &jobs)?;
-        let bias = self.values(&w.bias)?;
-        let params = [
-            n_expert as u32,
-            k as u32,
-            t as u32,
-            hidden as u32,
-            f(w.scale),
-        ];
-        self.run(
-            KernelKey::plain(Kernel::MoeRoute),
-            &[&logits.buf, &bias, &ids.buf, &wts.buf],
-            &params,
-            t,
-        )?;
+        if !jobs.is_empty() {
+            self.matmuls_into(x, t, &jobs)?;
+        }
+        if !router_routes {
+            self.run(
+                KernelKey::plain(Kernel::MoeRoute),
+                &[&logits.buf, &bias, &ids.buf, &wts.buf],
+                &params,
+                t,
+            )?;
+        }
 
         // A prompt's pairs, grouped by expert for the tiled products.
         let groups = if t > 1 {

@@ -27,7 +27,7 @@ const SLOTS_PER_CHUNK: usize = 256;
 const BIND_GROUP_TTL: u64 = 4;
 
 /// Kernels whose outputs later kernels use as indices (chosen experts, token ids).
-const INDEX_WRITERS: [&str; 2] = ["moe_route", "argmax"];
+const INDEX_WRITERS: [&str; 3] = ["moe_route", "moe_router_route", "argmax"];
 
 /// What a bind group binds: the kernel's layout, its storage buffers in order, its parameter slot.
 #[derive(PartialEq, Eq, Hash)]
