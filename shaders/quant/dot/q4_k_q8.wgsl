@@ -7,20 +7,29 @@
 // Σ (d·sc·q − dmin·m)·x ≈ d·sc·dx·Σ q·xq − dmin·m·dx·Σ xq over the unit's 16 values.
 const PD: u32 = 32u;
 
+// What unit u's block header `h` gives its values: d and dmin ([0]), and the scale and min of
+// the unit's two sub-blocks ([1] for the low nibbles, [2] for the high). An array, not a
+// struct: kernels of several weights hold a renamed copy of this file per weight.
+fn unit_scales(h: vec4<u32>, u: u32) -> array<vec2<f32>, 3> {
+    let pair = (u % 8u) / 2u;
+    return array<vec2<f32>, 3>(
+        unpack2x16float(h.x),
+        k4_scale_min(h, 2u * pair),
+        k4_scale_min(h, 2u * pair + 1u),
+    );
+}
+
 // One unit's 16 weight bytes `q` (block header `h`) · its staged activations.
 fn unit_mul(h: vec4<u32>, q: vec4<u32>, u: u32, x: UnitX) -> f32 {
-    let pair = (u % 8u) / 2u;
-    let dm = unpack2x16float(h.x);
-    let s0 = k4_scale_min(h, 2u * pair);
-    let s1 = k4_scale_min(h, 2u * pair + 1u);
+    let sc = unit_scales(h, u);
     var lo = 0;
     var hi = 0;
     for (var j = 0u; j < 4u; j++) {
         lo += dot4I8Packed(q[j] & 0x0f0f0f0fu, x.lo[j]);
         hi += dot4I8Packed((q[j] >> 4u) & 0x0f0f0f0fu, x.hi[j]);
     }
-    return dm.x * (s0.x * x.d.x * f32(lo) + s1.x * x.d.y * f32(hi))
-        - dm.y * (s0.y * x.sum.x + s1.y * x.sum.y);
+    return sc[0].x * (sc[1].x * x.d.x * f32(lo) + sc[2].x * x.d.y * f32(hi))
+        - sc[0].y * (sc[1].y * x.sum.x + sc[2].y * x.sum.y);
 }
 
 // The block header and the 16 bytes of unit u of the row from quad r0: what `unit_mul` reads,
@@ -42,10 +51,7 @@ fn unit_load2(r0: u32, u: u32) -> array<vec4<u32>, 3> {
 // · their activations: one header and one pair of scales for 64 weights, where `unit_mul`
 // extracts them for each 32.
 fn unit_mul2(h: vec4<u32>, qa: vec4<u32>, qb: vec4<u32>, u: u32, xa: UnitX, xb: UnitX) -> f32 {
-    let pair = (u % 8u) / 2u;
-    let dm = unpack2x16float(h.x);
-    let s0 = k4_scale_min(h, 2u * pair);
-    let s1 = k4_scale_min(h, 2u * pair + 1u);
+    let sc = unit_scales(h, u);
     var lo_a = 0;
     var hi_a = 0;
     var lo_b = 0;
@@ -58,8 +64,8 @@ fn unit_mul2(h: vec4<u32>, qa: vec4<u32>, qb: vec4<u32>, u: u32, xa: UnitX, xb: 
     }
     let lo = xa.d.x * f32(lo_a) + xb.d.x * f32(lo_b);
     let hi = xa.d.y * f32(hi_a) + xb.d.y * f32(hi_b);
-    return dm.x * (s0.x * lo + s1.x * hi)
-        - dm.y * (s0.y * (xa.sum.x + xb.sum.x) + s1.y * (xa.sum.y + xb.sum.y));
+    return sc[0].x * (sc[1].x * lo + sc[2].x * hi)
+        - sc[0].y * (sc[1].y * (xa.sum.x + xb.sum.x) + sc[2].y * (xa.sum.y + xb.sum.y));
 }
 
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
