@@ -1,8 +1,9 @@
 // MoE routing and combination on the GPU, so that the chosen experts never visit the host.
 // moe_route: per token, sigmoid scores, the n_used experts with the largest score + bias (the
 // lower index first on ties, as a stable sort), weights = score / Σ scores × scale, written
-// in ascending expert order. moe_combine: out[tok] += Σ weight · expert output, summed in
-// ascending expert order (as the CPU backend does) so that both backends round alike.
+// in ascending expert order; moe_router_route: a decoded token's router product, then the
+// same choice. moe_combine: out[tok] += Σ weight · expert output, summed in ascending expert
+// order (as the CPU backend does) so that both backends round alike.
 
 struct Params {
     n_expert: u32,

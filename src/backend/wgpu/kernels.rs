@@ -419,9 +419,7 @@ impl Kernel {
             Kernel::MlaFlash => d(MLA, "mla_flash", false, &[0, 6, 5, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             // The same, then x, the router weight and the count of finished workgroups.
-            Kernel::MoeRouterRoute => {
-                d(MOE, "moe_router_route", false, &[0, 1, 2, 3, 8, 9, 10], 4)
-            }
+            Kernel::MoeRouterRoute => d(MOE, "moe_router_route", false, &[0, 1, 2, 3, 8, 9, 10], 4),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             // a (the activation rows), experts' down, shared down, out, ids, wts.

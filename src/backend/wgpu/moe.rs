@@ -124,8 +124,8 @@ impl WgpuBackend {
             hidden as u32,
             f(w.scale),
         ];
-        // A decoded token's F32 router product routes in its own dispatch where nothing rides
-        // along with it.
+        // A decoded token's F32 router product also chooses the experts (moe_router_route)
+        // where the shared expert's gate and up do not run beside it.
         let shared_apart = shared.is_some() && !rides;
         let router_routes = t == 1
             && !shared_apart
