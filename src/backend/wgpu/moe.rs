@@ -160,9 +160,7 @@ impl WgpuBackend {
         {
             jobs.extend([(&sh.gate, *g), (&sh.up, *u)]);
         }
-        if !jobs.is_empty() {
-            self.matmuls_into(x, t, &jobs)?;
-        }
+        self.matmuls_into(x, t, &jobs)?;
         if !router_routes {
             self.run(
                 KernelKey::plain(Kernel::MoeRoute),
