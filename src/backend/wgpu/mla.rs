@@ -12,7 +12,7 @@ use super::{
 };
 
 /// Cached positions per attention workgroup (CH in the shader).
-const CH: usize = 128;
+const CH: usize = 16;
 /// Latent columns per `mla_combine` workgroup (WG in the shader).
 const COMBINE_COLUMNS: usize = 128;
 /// Widest cached row the attention kernel stages (4 · MAX_CW4 in the shader).
