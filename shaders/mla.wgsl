@@ -38,7 +38,8 @@ const WG: u32 = 128u;
 // and short. With a row (144 vec4s) per thread over 128 positions, the 48B model's seven MLA
 // layers cost 0.41 ms of a 2.6 ms token on an H100 at depth 0 (`kiln bench --ablate mla_`);
 // 16 positions of 8 lanes each made tg128 398.3 / 399.7 / 402.6 tok/s against 387.3 / 387.3 /
-// 385.1 alternated. Deep in the context the host takes mla_flash, whose combine is shorter.
+// 385.1 alternated. Deep in the context the host takes mla_flash, whose splits are fewer (64
+// positions and up), so that mla_combine has fewer partials to merge.
 const CH: u32 = 16u;
 const LP: u32 = WG / CH;
 
@@ -167,7 +168,7 @@ fn mla_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
     }
     workgroupBarrier();
-    // Lane r of position k's LP multiplies columns r, r + LP, ... of its cached row.
+    // Position k's lane r (of LP) multiplies columns r, r + LP, ... of the cached row.
     let k = j / LP;
     let r = j % LP;
     var acc: array<f32, MAXH>;
