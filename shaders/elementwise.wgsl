@@ -327,3 +327,25 @@ fn argmax_merge(th: Thread) {
         dst[row] = f32(m.i);
     }
 }
+
+// A row whose producer left out its norm's scale (add_norm_rows.wgsl), for a reader that
+// does not apply it: dst (p.n values) and, where p.extra is 1, the scales of its 8-bit copy in
+// q8_row times 1 / sqrt(Σ src0 / n + eps), src0 holding the p.t sums of squares the producer
+// wrote. One workgroup.
+@compute @workgroup_size(256)
+fn norm_settle(th: Thread) {
+    var ss = 0.0;
+    for (var i = th.li; i < p.t; i += WG) {
+        ss += src0[i];
+    }
+    let inv = 1.0 / sqrt(sum_all(ss, th) / f32(p.n) + p.eps);
+    for (var i = th.li; i < p.n; i += WG) {
+        dst[i] *= inv;
+    }
+    if p.extra == 1u {
+        for (var g = th.li; g < p.n / 32u; g += WG) {
+            let s = bitcast<vec4<f32>>(q8_row[3u * g + 2u]) * inv;
+            q8_row[3u * g + 2u] = bitcast<vec4<u32>>(s);
+        }
+    }
+}

@@ -24,17 +24,14 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let lane = li % TPR;
     let n = min(RT, max(p.rows, row) - row);
     let xb0 = (p.x_off + tok * p.x_stride) / 4u;
+    let ahead = store_ahead(li, row);
     stage_x(li, xb0);
     var acc = vec4<f32>(0.0);
     if n > 0u {
         acc = rows_dot(row * row_bytes(), 0u, n, xb0, lane);
     }
     let s = reduce_rows(li, acc);
-    if lane == 0u {
-        for (var k = 0u; k < n; k++) {
-            y[p.y_off + tok * p.y_stride + p.row0 + row + k] = s[k];
-        }
-    }
+    store_rows(li, lane, tok, row, n, s, ahead);
 }
 
 @compute @workgroup_size(256)

@@ -11,6 +11,10 @@ struct Params {
     t: u32,
     hidden: u32,
     scale: f32,
+    // moe_router_route's input where its producer left out its norm's scale
+    // (add_norm_rows.wgsl): the sums of squares' count in norm_ss, and the norm's eps; else 0.
+    norm_halves: u32,
+    norm_eps: f32,
 }
 
 // Written by moe_router_route only.
@@ -26,6 +30,10 @@ struct Params {
 @group(0) @binding(8) var<storage, read> xr: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> wr: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> finished: array<atomic<u32>>;
+// Where p.norm_halves > 0: the sums of squares of the router's input, and its 8-bit copy,
+// whose scales the last workgroup multiplies by the norm's scale for the expert products.
+@group(0) @binding(11) var<storage, read> norm_ss: array<f32>;
+@group(0) @binding(12) var<storage, read_write> x_q8: array<vec4<u32>>;
 
 // Experts one routing workgroup handles, and experts it chooses per token.
 const MAX_EXPERTS: u32 = 1024u;
@@ -110,6 +118,15 @@ fn moe_router_route(th: Thread) {
         return;
     }
     let n4 = p.hidden / 4u;
+    // What the last workgroup's apply_norm_scale reads first, loaded before it knows it is last.
+    var ahead_ss = 0.0;
+    var ahead_q8 = vec4<f32>(0.0);
+    if th.li < p.norm_halves {
+        ahead_ss = norm_ss[th.li];
+    }
+    if p.norm_halves > 0u && th.li < p.hidden / 32u {
+        ahead_q8 = bitcast<vec4<f32>>(x_q8[3u * th.li + 2u]);
+    }
     var s = 0.0;
     for (var i = th.li; i < n4; i += ROUTE_WG) {
         s += dot(xr[i], wr[e * n4 + i]);
@@ -130,8 +147,35 @@ fn moe_router_route(th: Thread) {
     if th.li == 0u {
         atomicStore(&finished[0], 0u);
     }
+    if p.norm_halves > 0u {
+        apply_norm_scale(th, ahead_ss, ahead_q8);
+    }
     choose(0u, th);
     write_choice(0u, th);
+}
+
+// The norm's scale that the router's input lacks (add_norm_rows.wgsl), applied by the last
+// workgroup: to the logits (the product is linear in its input) and to the scales of the
+// input's 8-bit copy, which the expert products then read as a finished row.
+// `ss0` and `q80`: this thread's first sum and first group's scales, loaded ahead.
+fn apply_norm_scale(th: Thread, ss0: f32, q80: vec4<f32>) {
+    var ss = ss0;
+    for (var i = th.li + ROUTE_WG; i < p.norm_halves; i += ROUTE_WG) {
+        ss += norm_ss[i];
+    }
+    let inv = 1.0 / sqrt(sum_all(ss, th) / f32(p.hidden) + p.norm_eps);
+    for (var e = th.li; e < p.n_expert; e += ROUTE_WG) {
+        logits[e] *= inv;
+    }
+    if th.li < p.hidden / 32u {
+        x_q8[3u * th.li + 2u] = bitcast<vec4<u32>>(q80 * inv);
+    }
+    for (var g = th.li + ROUTE_WG; g < p.hidden / 32u; g += ROUTE_WG) {
+        let s = bitcast<vec4<f32>>(x_q8[3u * g + 2u]) * inv;
+        x_q8[3u * g + 2u] = bitcast<vec4<u32>>(s);
+    }
+    // choose() reads other threads' logits.
+    storageBarrier();
 }
 
 // Experts' outputs summed per value in a batch of this many: their loads are all issued

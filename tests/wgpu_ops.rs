@@ -9,8 +9,8 @@
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
 use kiln::backend::{
-    Alter, Backend, FfnWeights, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights,
-    TensorBytes,
+    AddNorm, Alter, Backend, FfnWeights, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights,
+    MoeWeights, TensorBytes,
 };
 use kiln::quant::{GgmlType, quantize_rows};
 
@@ -1436,6 +1436,20 @@ impl MoeCase {
     }
 
     fn run<B: Backend>(&self, b: &B, x: &[f32], t: usize) -> Vec<f32> {
+        self.run_after(b, x, t, None)
+    }
+
+    /// The MoE's output of `x` (`t` rows); with `before` = (proj, residual, norm), of the input
+    /// that `matmul_add_norm` makes instead: `x` times `proj` added into the residual, normed
+    /// with `norm`. Then it returns the MoE's output, the residual and the normed input, read in
+    /// that order.
+    fn run_after<B: Backend>(
+        &self,
+        b: &B,
+        x: &[f32],
+        t: usize,
+        before: Option<(&Tensor, &[f32], &Tensor)>,
+    ) -> Vec<f32> {
         let up: Vec<_> = self
             .tensors
             .iter()
@@ -1464,8 +1478,90 @@ impl MoeCase {
         };
         let hidden = self.tensors[0].ne[0];
         let mut out = b.alloc(t * hidden).unwrap();
-        b.moe(&buf(b, x), &w, t, &mut out).unwrap();
-        b.read(&out, t * hidden).unwrap()
+        let Some((proj, residual, norm)) = before else {
+            b.moe(&buf(b, x), &w, t, &mut out).unwrap();
+            return b.read(&out, t * hidden).unwrap();
+        };
+        let (proj, norm) = (
+            b.upload(proj.view()).unwrap(),
+            b.upload(norm.view()).unwrap(),
+        );
+        let (mut acc, mut normed) = (buf(b, residual), b.alloc(t * hidden).unwrap());
+        let next = AddNorm {
+            acc: &mut acc,
+            w: &norm,
+            eps: 1e-5,
+            width: hidden,
+            out: &mut normed,
+        };
+        let mut y = b.alloc(t * hidden).unwrap();
+        b.matmul_add_norm(&proj, &buf(b, x), t, &mut y, next)
+            .unwrap();
+        b.moe(&normed, &w, t, &mut out).unwrap();
+        [&out, &acc, &normed]
+            .iter()
+            .flat_map(|v| b.read(v, t * hidden).unwrap())
+            .collect()
+    }
+}
+
+/// A decoded token's product with the residual add and the next norm but its scale
+/// (`matvec+norm`, the mixers' output projections), then the MoE that reads the normed row:
+/// the router's last workgroup applies the scale to its logits and to the row's 8-bit copy,
+/// which the expert products read, so the norm needs no dispatch (four in all). On integer
+/// dot products and exact, with and without subgroups, against the CPU's product, add_rms_norm
+/// and MoE: the MoE's output, the residual, and the normed row read back (which `norm_settle`
+/// finishes). A prompt runs the norm on its own.
+#[test]
+fn the_moe_router_finishes_the_norm_before_it() {
+    let c = cpu();
+    let mut r = Rng(23);
+    let case = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
+    let proj = Tensor::new(
+        "proj",
+        GgmlType::Q4_K,
+        [512, 256, 1, 1],
+        &r.vec(512 * 256, 0.2),
+    );
+    let norm = Tensor::new("norm", GgmlType::F32, [256, 1, 1, 1], &r.vec(256, 1.0));
+    for (exact, subgroups) in [(false, true), (true, true), (false, false)] {
+        let mut g = gpu();
+        g.set_exact(exact);
+        if !subgroups {
+            g.without_subgroups();
+        }
+        for t in [1, 1, 3] {
+            let (x, acc) = (r.vec(t * 512, 1.0), r.vec(t * 256, 1.0));
+            let before = Some((&proj, acc.as_slice(), &norm));
+            let got = case.run_after(&g, &x, t, before);
+            let want = case.run_after(&c, &x, t, before);
+            let n = t * 256;
+            let bound = decode_nmse(&g, GgmlType::Q4_K);
+            for (i, name) in ["moe", "residual", "normed"].iter().enumerate() {
+                let span = i * n..(i + 1) * n;
+                let what = format!("exact {exact} subgroups {subgroups} t {t}: {name}");
+                assert_close(&what, &got[span.clone()], &want[span], bound);
+            }
+        }
+    }
+    let g = gpu();
+    if !g.adapter().timestamp_query {
+        return;
+    }
+    g.set_profiling(true).unwrap();
+    let (x, acc) = (r.vec(512, 1.0), r.vec(256, 1.0));
+    let _ = case.run_after(&g, &x, 1, Some((&proj, &acc, &norm)));
+    let report = g.profile().unwrap();
+    let names: Vec<&str> = report.iter().map(|k| k.name.as_str()).collect();
+    let calls: u64 = report.iter().map(|k| k.calls).sum();
+    // The product, the MoE's three kernels, and the settling of the normed row for its read.
+    assert_eq!(calls, 5, "{names:?}");
+    for name in [
+        "matvec+norm Q4_K q8 512x256x1",
+        "moe_router_route",
+        "norm_settle",
+    ] {
+        assert!(names.contains(&name), "{names:?}");
     }
 }
 

@@ -440,6 +440,35 @@ pub trait Backend: Sync {
         kda_tail_unfused(self, x, state, t, dims, out)
     }
 
+    /// [`Backend::kda_tail`], then `next` of its output: a backend may fold the residual add
+    /// and the norm into the output projection's kernel (`out` is then left as it was).
+    fn kda_tail_add_norm(
+        &self,
+        x: KdaTail<'_, '_, Self>,
+        state: &mut Self::Buf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut Self::Buf,
+        next: AddNorm<'_, '_, Self>,
+    ) -> Result<()> {
+        self.kda_tail(x, state, t, dims, out)?;
+        next.apply(self, out, t)
+    }
+
+    /// [`Backend::matmul`], then `next` of its output: a backend may fold the residual add and
+    /// the norm into the product's kernel (`out` is then left as it was).
+    fn matmul_add_norm(
+        &self,
+        w: &Self::Weight<'_>,
+        x: &Self::Buf,
+        t: usize,
+        out: &mut Self::Buf,
+        next: AddNorm<'_, '_, Self>,
+    ) -> Result<()> {
+        self.matmul(w, x, t, out)?;
+        next.apply(self, out, t)
+    }
+
     /// Absorbed MLA over the latent cache. `q` is `[t, heads, nope + rope]`, `kv` the raw
     /// `[t, kv_lora + rope]` down-projection of the new tokens: the op normalises their latents,
     /// appends them at positions `pos..pos + t` of `cache` (`[capacity, kv_lora + rope]`), and
@@ -467,6 +496,23 @@ pub trait Backend: Sync {
         t: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+}
+
+/// The residual add and norm that follow an op's output `y` ([`Backend::matmul_add_norm`]):
+/// `acc ← acc + y`, then `out = rms_norm(acc) ⊙ w`, over rows of `width`.
+pub struct AddNorm<'a, 'w, B: Backend + ?Sized> {
+    pub acc: &'a mut B::Buf,
+    pub w: &'a B::Weight<'w>,
+    pub eps: f32,
+    pub width: usize,
+    pub out: &'a mut B::Buf,
+}
+
+impl<B: Backend + ?Sized> AddNorm<'_, '_, B> {
+    /// The add and norm as their own op ([`Backend::add_rms_norm`]) of `t` rows of `y`.
+    pub fn apply(self, b: &B, y: &B::Buf, t: usize) -> Result<()> {
+        b.add_rms_norm(self.acc, y, self.w, self.eps, t, self.width, self.out)
+    }
 }
 
 /// [`Backend::kda_projections`] as its parts: the products into scratch buffers, then the

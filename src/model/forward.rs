@@ -1,6 +1,6 @@
 //! The whole model (spec §6): embedding, the pre-norm residual layer loop, final norm, lm head.
 
-use crate::backend::Backend;
+use crate::backend::{AddNorm, Backend};
 
 use super::cache::{HybridCache, LayerState};
 use super::weights::Mixer;
@@ -123,6 +123,9 @@ impl<B: Backend> Model<'_, B> {
             Ids::Device(ids, t) => b.embed_from(&w.token_embd, ids, t, &mut h)?,
         }
         let mut normed = b.scratch(t * d)?;
+        // The feed-forward's input: each mixer ends with the residual add of its output and the
+        // feed-forward's norm, which a backend may fold into the mixer's last kernel.
+        let mut ffn_in = b.scratch(t * d)?;
         let mut branch = b.scratch(t * d)?;
         for (i, (layer, state)) in w.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             // The previous layer's feed-forward residual is added with this layer's norm.
@@ -139,25 +142,23 @@ impl<B: Backend> Model<'_, B> {
                     &mut normed,
                 )?;
             }
+            let next = AddNorm {
+                acc: &mut h,
+                w: &layer.ffn_norm,
+                eps: cfg.rms_eps,
+                width: d,
+                out: &mut ffn_in,
+            };
             match (&layer.mixer, state) {
                 (Mixer::Kda(lw), LayerState::Kda { conv, state }) => {
-                    kda::forward(b, cfg, lw, conv, state, &normed, t, &mut branch)?
+                    kda::forward(b, cfg, lw, conv, state, &normed, t, &mut branch, next)?
                 }
                 (Mixer::Mla(lw), LayerState::Mla { latents }) => {
-                    mla::forward(b, cfg, lw, latents, pos, &normed, t, &mut branch)?
+                    mla::forward(b, cfg, lw, latents, pos, &normed, t, &mut branch, next)?
                 }
                 _ => return Err(ModelError::CacheMismatch(i)),
             }
-            b.add_rms_norm(
-                &mut h,
-                &branch,
-                &layer.ffn_norm,
-                cfg.rms_eps,
-                t,
-                d,
-                &mut normed,
-            )?;
-            ffn::forward(b, &layer.ffn, cfg.dense_ff, &normed, t, &mut branch)?;
+            ffn::forward(b, &layer.ffn, cfg.dense_ff, &ffn_in, t, &mut branch)?;
         }
         cache.pos += t;
 

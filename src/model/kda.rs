@@ -2,7 +2,7 @@
 //! per-channel log-space forget gate and per-head beta, the delta rule (chunked for prompts,
 //! token loop for decode), gated RMSNorm, output projection.
 
-use crate::backend::{Backend, KdaDims, KdaTail};
+use crate::backend::{AddNorm, Backend, KdaDims, KdaTail};
 
 use super::ModelError;
 use super::config::{Config, KDA_L2_EPS};
@@ -27,6 +27,7 @@ pub fn forward<B: Backend>(
     x: &B::Buf,
     t: usize,
     out: &mut B::Buf,
+    next: AddNorm<'_, '_, B>,
 ) -> Result<(), ModelError> {
     let dm = dims(cfg);
     let c = dm.width();
@@ -67,6 +68,6 @@ pub fn forward<B: Backend>(
         eps: cfg.rms_eps,
         out: &w.out,
     };
-    b.kda_tail(tail, state, t, dm, out)?;
+    b.kda_tail_add_norm(tail, state, t, dm, out, next)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! computed here; normalising and caching the latent and attending over the cache is one
 //! backend op.
 
-use crate::backend::{Backend, MlaDims};
+use crate::backend::{AddNorm, Backend, MlaDims};
 
 use super::ModelError;
 use super::config::{Config, MLA_NORM_EPS};
@@ -29,6 +29,7 @@ pub fn forward<B: Backend>(
     x: &B::Buf,
     t: usize,
     out: &mut B::Buf,
+    next: AddNorm<'_, '_, B>,
 ) -> Result<(), ModelError> {
     let dm = dims(cfg);
     let mut q = b.scratch(t * dm.heads * (dm.nope + dm.rope))?;
@@ -36,6 +37,6 @@ pub fn forward<B: Backend>(
     b.matmuls(x, t, &mut [(&w.q, &mut q), (&w.kv_a, &mut kv)])?;
     let mut o = b.scratch(t * dm.heads * dm.v_dim)?;
     b.mla_attention(&q, &kv, &w.attn, latents, pos, t, dm, &mut o)?;
-    b.matmul(&w.out, &o, t, out)?;
+    b.matmul_add_norm(&w.out, &o, t, out, next)?;
     Ok(())
 }

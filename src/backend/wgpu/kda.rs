@@ -7,7 +7,8 @@ use super::super::{Backend, KdaTail, kda_projections_unfused, kda_tail_unfused};
 use super::kernels::{self, Kernel, KernelKey};
 use super::matmul::{ConvStores, Inputs};
 use super::{
-    BackendError, KdaDims, KdaInputs, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len, f,
+    BackendError, KdaDims, KdaInputs, NormTail, Result, WgpuBackend, WgpuBuf, WgpuWeight,
+    check_len, f,
 };
 
 /// Widest head the scan kernel handles (MAX_D in the shader).
@@ -229,7 +230,8 @@ impl WgpuBackend {
 
     /// [`Backend::kda_tail`]: for one token, where [`Self::kda_step_fits`], the up-projections,
     /// the delta rule and the gated norm as one `kda_step` dispatch, whose normed output (also
-    /// in 8 bits, for the decode product to read) the output projection takes; else the parts.
+    /// in 8 bits, for the decode product to read) the output projection takes, with `tail`
+    /// where it can ([`Self::matmul_then`]: whether it did); else the parts.
     pub(super) fn kda_tail_op(
         &self,
         x: KdaTail<'_, '_, Self>,
@@ -237,13 +239,15 @@ impl WgpuBackend {
         t: usize,
         dims: KdaDims,
         out: &mut WgpuBuf,
-    ) -> Result<()> {
+        tail: Option<&NormTail<'_>>,
+    ) -> Result<bool> {
         if t != 1 || !self.kda_step_fits(&x, dims) {
-            return kda_tail_unfused(self, x, state, t, dims, out);
+            kda_tail_unfused(self, x, state, t, dims, out)?;
+            return Ok(false);
         }
         let mut o = self.scratch(dims.width())?;
         self.kda_step(&x, state, dims, &mut o)?;
-        self.matmul_into(x.out, &o, 1, out)
+        self.matmul_then(x.out, &o, 1, out, tail)
     }
 
     /// Whether `kda_step` serves `x`: heads of at most STEP_MAX_HEAD_DIM channels, whole

@@ -23,6 +23,8 @@ const X_IN_SWIGLU: &str = include_str!("../../../shaders/x_in_swiglu.wgsl");
 const X_IN_GATED_NORM: &str = include_str!("../../../shaders/x_in_gated_norm.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+const MATVEC_STORE: &str = include_str!("../../../shaders/matvec_store.wgsl");
+const ADD_NORM_ROWS: &str = include_str!("../../../shaders/add_norm_rows.wgsl");
 const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const MATMUL_IO: &str = include_str!("../../../shaders/matmul_io.wgsl");
 const MATMUL_TILES: &str = include_str!("../../../shaders/matmul_tiles.wgsl");
@@ -244,6 +246,9 @@ pub enum Kernel {
     MatmulCoop,
     MatmulGroupedCoop,
     Matvec,
+    /// `Matvec` followed by the residual add and the next norm but its scale
+    /// (add_norm_rows.wgsl).
+    MatvecNorm,
     /// `Matvec` on integer dot products staging the gated RMSNorm of its input (a decoded
     /// token's KDA output projection, x_in_gated_norm.wgsl).
     MatvecGatedNorm,
@@ -294,6 +299,9 @@ pub enum Kernel {
     /// `MoeDown` on integer dot products, staging the SwiGLU of the gate and up products.
     MoeDownSwiglu,
     CopyVec4,
+    /// A row's norm scale applied where its producer left it out, for a reader that cannot
+    /// (elementwise.wgsl).
+    NormSettle,
 }
 
 /// Where a kernel lives and what it binds.
@@ -334,6 +342,8 @@ impl Kernel {
             Kernel::Matmul => d(MATMUL, "matmul", true, &[0, 1, 2], 3),
             Kernel::MatmulSplit => d(MATMUL, "matmul_split", true, &[0, 1, 2], 3),
             Kernel::Matvec => d(MATVEC, "matvec", true, &[0, 1, 2], 3),
+            // Then the residual, the norm's weight, the 8-bit row and the sums of squares.
+            Kernel::MatvecNorm => d(MATVEC, "matvec", true, &[0, 1, 2, 32, 33, 34, 35], 3),
             Kernel::MatvecGatedNorm => d(MATVEC, "matvec", true, &[0, 1, 2, 6, 7], 3),
             Kernel::Matvecs(n) => d(
                 MATVECS,
@@ -419,7 +429,15 @@ impl Kernel {
             Kernel::MlaFlash => d(MLA, "mla_flash", false, &[0, 6, 5, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             // The same, then x, the router weight and the count of finished workgroups.
-            Kernel::MoeRouterRoute => d(MOE, "moe_router_route", false, &[0, 1, 2, 3, 8, 9, 10], 4),
+            // Then the sums of squares and the 8-bit row of an input whose norm's scale its
+            // producer left out (add_norm_rows.wgsl).
+            Kernel::MoeRouterRoute => d(
+                MOE,
+                "moe_router_route",
+                false,
+                &[0, 1, 2, 3, 8, 9, 10, 11, 12],
+                4,
+            ),
             Kernel::MoeCombine => d(MOE, "moe_combine", false, &[3, 5, 6], 4),
             Kernel::MoeGroup => d(MOE, "moe_group", false, &[2, 7], 4),
             // a (the activation rows), experts' down, shared down, out, ids, wts.
@@ -427,6 +445,7 @@ impl Kernel {
             // The same with the up products (x_up) last.
             Kernel::MoeDownSwiglu => d(MOE_DOWN, "moe_down", true, &[0, 2, 3, 4, 31, 30, 29], 1),
             Kernel::CopyVec4 => d(BANDWIDTH, "copy_vec4", false, &[0, 1], 2),
+            Kernel::NormSettle => d(ELEMENTWISE, "norm_settle", false, &[0, 2, 5], 3),
         }
     }
 
@@ -498,6 +517,7 @@ impl KernelKey {
     pub fn label(&self) -> String {
         let name = match self.kernel {
             Kernel::MatmulSelPairSwigluQ8 => "matmul_sel_pair_swiglu_q8",
+            Kernel::MatvecNorm => "matvec+norm",
             k => k.entry(),
         };
         match (self.ty, self.q8) {
@@ -714,10 +734,10 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
         (Kernel::KdaStep, _, Some(ty)) => kda_step_source(ty, typed(ty)?),
         (_, true, Some(ty)) if def.product => format!(
             "{MATMUL_IO}\n{}\n{}\n{}\n{}\n{ROWS_DOT}\n{}\n{}\n{}",
-            if def.source == MATMUL {
-                MATMUL_TILES
-            } else {
-                ""
+            match (def.source == MATMUL, key.kernel) {
+                (true, _) => MATMUL_TILES.to_string(),
+                (false, Kernel::MatvecNorm) => format!("{Q8_HALF}\n{ADD_NORM_ROWS}"),
+                (false, _) => MATVEC_STORE.to_string(),
             },
             weight_helpers(ty),
             typed(ty)?,
@@ -1059,6 +1079,7 @@ mod tests {
     fn q8_decode_kernels_compile() {
         for kernel in [
             Kernel::Matvec,
+            Kernel::MatvecNorm,
             Kernel::MatvecGatedNorm,
             Kernel::MatmulSel,
             Kernel::Matvecs(3),

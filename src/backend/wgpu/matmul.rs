@@ -7,7 +7,9 @@
 
 use super::super::Backend;
 use super::kernels::{self, Kernel, KernelKey};
-use super::{BackendError, KdaDims, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len};
+use super::{
+    BackendError, KdaDims, NormTail, Part, Result, WgpuBackend, WgpuBuf, WgpuWeight, check_len,
+};
 use crate::quant::GgmlType;
 
 /// Weight rows and tokens of a `matmul` or `matmul_grouped` workgroup's tile (TM, TN in the
@@ -288,6 +290,51 @@ impl WgpuBackend {
             )));
         }
         Ok(())
+    }
+
+    /// [`Self::matmul_into`], with `tail` done by a decoded token's product where it can
+    /// (add_norm_rows.wgsl: a one-part weight whose workgroups serve whole 16-row halves; `out`
+    /// is then left as it was): whether it was.
+    pub(super) fn matmul_then(
+        &self,
+        w: &WgpuWeight<'_>,
+        x: &WgpuBuf,
+        t: usize,
+        out: &WgpuBuf,
+        tail: Option<&NormTail<'_>>,
+    ) -> Result<bool> {
+        let (cols, rows) = (w.ne[0], w.rows());
+        let Some(tail) = tail.filter(|_| t == 1 && w.parts.len() == 1) else {
+            self.matmul_into(w, x, t, out)?;
+            return Ok(false);
+        };
+        let (mut key, rpw) = decode_kernel(Kernel::Matvec, w, rows, cols, !self.exact);
+        if !(rows.is_multiple_of(16) && rpw.is_multiple_of(16) && rpw <= MV_WG) {
+            self.matmul_into(w, x, t, out)?;
+            return Ok(false);
+        }
+        check_len(x.len, cols)?;
+        check_len(tail.normed.len, rows)?;
+        check_len(tail.sums.len, rows / 16)?;
+        self.check_cols(w, cols)?;
+        let row = self.q8_row_of(&mut key, &x.buf, cols);
+        key.kernel = Kernel::MatvecNorm;
+        self.run_shaped(
+            key,
+            Some(w.ne),
+            &[
+                &w.parts[0].buf,
+                row.as_ref().unwrap_or(&x.buf),
+                &tail.normed.buf,
+                tail.res,
+                &tail.weight,
+                &tail.q8.buf,
+                &tail.sums.buf,
+            ],
+            &Params::dense(cols, rows, 1).for_part(&w.parts[0]),
+            rows.div_ceil(rpw),
+        )?;
+        Ok(true)
     }
 
     /// `out[t, rows] = x[t, cols] · Wᵀ`.

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
 use super::{
-    Alter, Backend, BackendError, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights, MoeWeights,
-    Result, TensorBytes,
+    AddNorm, Alter, Backend, BackendError, KdaDims, KdaInputs, KdaTail, MlaDims, MlaWeights,
+    MoeWeights, Result, TensorBytes,
 };
 use crate::quant::GgmlType;
 use device::Context;
@@ -53,6 +53,9 @@ pub struct WgpuBackend {
     rec: Mutex<Recorder>,
     /// Bound where a kernel declares a buffer that a variant does not read.
     dummy: wgpu::Buffer,
+    /// The same for a read_write binding beside `dummy` (one buffer may not be bound both
+    /// ways in a dispatch).
+    dummy_rw: wgpu::Buffer,
     /// `moe_router_route`'s count of finished workgroups: 0 between dispatches (wgpu clears a
     /// new buffer; the last workgroup sets it back).
     route_count: wgpu::Buffer,
@@ -64,11 +67,45 @@ pub struct WgpuBackend {
     /// prompts), as the CPU backend's exact mode: for tests against it and comparisons.
     exact: bool,
     /// Activation rows that a norm also wrote in 8 bits (x_q8_global.wgsl), by the row's
-    /// buffer: (buffer, values, the 8-bit copy). The decode products read the copy instead of
-    /// staging the row in each workgroup; any later write to the buffer (a kernel's read_write
-    /// binding, a copy, a clear) drops its entry first, as does handing the buffer out again
-    /// from the scratch pool, so a copy never outlives its values.
-    q8_rows: Mutex<Vec<(wgpu::Buffer, usize, WgpuBuf)>>,
+    /// buffer. The decode products read the copy instead of staging the row in each
+    /// workgroup; any later write to the buffer (a kernel's read_write binding, a copy, a
+    /// clear) drops its entry first, as does handing the buffer out again from the scratch
+    /// pool, so a copy never outlives its values.
+    q8_rows: Mutex<Vec<Q8Row>>,
+}
+
+/// An activation row and its 8-bit copy ([`WgpuBackend::q8_rows`]).
+struct Q8Row {
+    of: wgpu::Buffer,
+    values: usize,
+    q8: WgpuBuf,
+    /// Where the row's producer left out its norm's scale (see [`NormTail`]).
+    unscaled: Option<Unscaled>,
+}
+
+/// A row's norm scale, left out by its producer ([`NormTail`]): the sums of the squares of
+/// each 16-value half of the residual, and the norm's eps. A kernel that binds the sums applies
+/// the scale itself (the MoE router's, which also applies it to the 8-bit copy: `q8` is then
+/// false); before any other kernel reads the row or its unscaled copy, `norm_settle` applies it
+/// in place.
+struct Unscaled {
+    sums: WgpuBuf,
+    eps: f32,
+    /// The 8-bit copy lacks the scale too.
+    q8: bool,
+}
+
+/// A decoded token's residual add and next RMS norm, done by the kernel that produces the
+/// added output, all but the norm's scale (shaders/add_norm_rows.wgsl): `res` ← `res` +
+/// output, `normed` = `res` ⊙ `weight`, `q8` its 8-bit copy, `sums` the sums of the squares of
+/// `res` over each 16-value half. The scale needs every workgroup's rows, so it is left to the
+/// row's readers; that saves the norm its own dispatch.
+pub(super) struct NormTail<'a> {
+    res: &'a wgpu::Buffer,
+    weight: wgpu::Buffer,
+    normed: &'a WgpuBuf,
+    q8: &'a WgpuBuf,
+    sums: &'a WgpuBuf,
 }
 
 /// Most values of a row that the norm kernels hold in registers (elementwise.wgsl's WG · VPT),
@@ -169,12 +206,15 @@ impl WgpuBackend {
     /// Opens Vulkan adapter `gpu` (as [`list_adapters`] numbers them), or the best one.
     pub fn new(gpu: Option<usize>) -> Result<Self> {
         let ctx = Context::open(gpu)?;
-        let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("kiln dummy"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let dummy_buffer = || {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln dummy"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (dummy, dummy_rw) = (dummy_buffer(), dummy_buffer());
         let route_count = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln routing count"),
             size: 16,
@@ -189,6 +229,7 @@ impl WgpuBackend {
             ctx,
             rec: Mutex::new(Recorder::default()),
             dummy,
+            dummy_rw,
             route_count,
             staged: Mutex::new(0),
             scratch: Arc::default(),
@@ -324,6 +365,7 @@ impl WgpuBackend {
         groups: usize,
     ) -> Result<()> {
         let compiled = self.pipelines.get(&self.ctx.device, key)?;
+        self.settle_for(bufs)?;
         for &i in &compiled.writes {
             if let Some(buf) = bufs.get(i) {
                 self.forget_q8_row(buf);
@@ -339,7 +381,7 @@ impl WgpuBackend {
             .dispatch(&self.ctx, &compiled, label, bufs, params, groups)
     }
 
-    fn q8_rows(&self) -> std::sync::MutexGuard<'_, Vec<(wgpu::Buffer, usize, WgpuBuf)>> {
+    fn q8_rows(&self) -> MutexGuard<'_, Vec<Q8Row>> {
         self.q8_rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -348,8 +390,118 @@ impl WgpuBackend {
     fn q8_row(&self, x: &wgpu::Buffer, values: usize) -> Option<wgpu::Buffer> {
         self.q8_rows()
             .iter()
-            .find(|(b, n, _)| b == x && *n == values)
-            .map(|(_, _, q)| q.buf.clone())
+            .find(|r| &r.of == x && r.values == values)
+            .map(|r| r.q8.buf.clone())
+    }
+
+    /// Where `x` holds a row of `values` whose producer left out its norm's scale: the sums of
+    /// squares (a kernel that binds them applies the scale), their count and the norm's eps.
+    fn unscaled(&self, x: &wgpu::Buffer, values: usize) -> Option<(wgpu::Buffer, usize, f32)> {
+        let rows = self.q8_rows();
+        let row = rows.iter().find(|r| &r.of == x && r.values == values)?;
+        let u = row.unscaled.as_ref()?;
+        Some((u.sums.buf.clone(), values / 16, u.eps))
+    }
+
+    /// Records that the 8-bit copy of the row `x` holds has its norm's scale now (the MoE
+    /// router applied it).
+    fn q8_scaled(&self, x: &wgpu::Buffer) {
+        if let Some(u) = (self.q8_rows().iter_mut())
+            .find(|r| &r.of == x)
+            .and_then(|r| r.unscaled.as_mut())
+        {
+            u.q8 = false;
+        }
+    }
+
+    /// `produce` (into `out`) with `next` done by its kernel where it can: `produce` gets the
+    /// [`NormTail`] for a decoded token's row and says whether it took it; else `next` runs as
+    /// its own op after.
+    fn with_add_norm(
+        &self,
+        t: usize,
+        out: &mut WgpuBuf,
+        next: AddNorm<'_, '_, Self>,
+        produce: impl FnOnce(&mut WgpuBuf, Option<&NormTail<'_>>) -> Result<bool>,
+    ) -> Result<()> {
+        let n = next.w.n_elements();
+        let q8 = self.q8_row_for(n, t)?;
+        let Some(q8) = q8.filter(|_| n == next.width && n.is_multiple_of(16)) else {
+            produce(out, None)?;
+            return next.apply(self, out, t);
+        };
+        check_len(next.acc.len, n)?;
+        check_len(next.out.len, n)?;
+        let sums = self.scratch(n / 16)?;
+        let tail = NormTail {
+            res: &next.acc.buf,
+            weight: self.values(next.w)?,
+            normed: next.out,
+            q8: &q8,
+            sums: &sums,
+        };
+        // Every value of the normed row is new: nothing need settle what it held.
+        self.forget_q8_row(&next.out.buf);
+        if !produce(out, Some(&tail))? {
+            return next.apply(self, out, t);
+        }
+        self.q8_rows().push(Q8Row {
+            of: next.out.buf.clone(),
+            values: n,
+            q8,
+            unscaled: Some(Unscaled {
+                sums,
+                eps: next.eps,
+                q8: true,
+            }),
+        });
+        Ok(())
+    }
+
+    /// Applies the norm's scale to every row among `bufs` (or whose 8-bit copy is) whose
+    /// producer left it out, unless `bufs` also holds the row's sums of squares (the kernel
+    /// applies it itself).
+    fn settle_for(&self, bufs: &[&wgpu::Buffer]) -> Result<()> {
+        let unsettled: Vec<wgpu::Buffer> = self
+            .q8_rows()
+            .iter()
+            .filter(|r| {
+                r.unscaled.as_ref().is_some_and(|u| {
+                    !bufs.contains(&&u.sums.buf)
+                        && bufs.iter().any(|&b| b == &r.of || (u.q8 && b == &r.q8.buf))
+                })
+            })
+            .map(|r| r.of.clone())
+            .collect();
+        unsettled.iter().try_for_each(|b| self.settle(b))
+    }
+
+    /// Applies the norm's scale to `x` and its 8-bit copy in place where its producer left it
+    /// out (`norm_settle`).
+    fn settle(&self, x: &wgpu::Buffer) -> Result<()> {
+        let row = {
+            let mut rows = self.q8_rows();
+            let at = rows.iter().position(|r| &r.of == x && r.unscaled.is_some());
+            at.map(|i| rows.remove(i))
+        };
+        let Some(mut row) = row else {
+            return Ok(());
+        };
+        if let Some(u) = row.unscaled.take() {
+            self.run(
+                KernelKey::plain(Kernel::NormSettle),
+                &[&u.sums.buf, &row.of, &row.q8.buf],
+                &[
+                    row.values as u32,
+                    (row.values / 16) as u32,
+                    f(u.eps),
+                    u32::from(u.q8),
+                ],
+                1,
+            )?;
+        }
+        self.q8_rows().push(row);
+        Ok(())
     }
 
     /// A buffer for the 8-bit copy of a norm's output of `t` rows of `n` values, where the
@@ -365,7 +517,12 @@ impl WgpuBackend {
     /// Records `q8` (where given) as the 8-bit copy of the `n` values a norm wrote to `out`.
     fn remember_q8_row(&self, out: &wgpu::Buffer, n: usize, q8: Option<WgpuBuf>) {
         if let Some(q8) = q8 {
-            self.q8_rows().push((out.clone(), n, q8));
+            self.q8_rows().push(Q8Row {
+                of: out.clone(),
+                values: n,
+                q8,
+                unscaled: None,
+            });
         }
     }
 
@@ -373,7 +530,7 @@ impl WgpuBackend {
     fn forget_q8_row(&self, written: &wgpu::Buffer) {
         let mut rows = self.q8_rows();
         if !rows.is_empty() {
-            rows.retain(|(b, _, _)| b != written);
+            rows.retain(|r| &r.of != written);
         }
     }
 
@@ -702,6 +859,7 @@ impl Backend for WgpuBackend {
         check_len(src.len, src_off + len)?;
         check_len(dst.len, dst_off + len)?;
         if len > 0 {
+            self.settle(&src.buf)?;
             self.forget_q8_row(&dst.buf);
             self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
                 &src.buf,
@@ -716,6 +874,7 @@ impl Backend for WgpuBackend {
 
     fn read(&self, buf: &WgpuBuf, len: usize) -> Result<Vec<f32>> {
         check_len(buf.len, len)?;
+        self.settle(&buf.buf)?;
         let bytes = self
             .rec()
             .read_back(&self.ctx, &buf.buf, 0, len as u64 * 4)?;
@@ -724,6 +883,7 @@ impl Backend for WgpuBackend {
 
     fn read_later(&self, buf: &WgpuBuf, len: usize) -> Result<Readback> {
         check_len(buf.len, len)?;
+        self.settle(&buf.buf)?;
         self.rec()
             .read_later(&self.ctx, &buf.buf, 0, len as u64 * 4)
     }
@@ -826,6 +986,8 @@ impl Backend for WgpuBackend {
         let wv = self.values(w)?;
         let q8 = self.q8_row_for(n, t)?;
         let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
+        // Every value of `out` is new: nothing need settle what it held.
+        self.forget_q8_row(&out.buf);
         self.run(
             KernelKey::plain(Kernel::RmsNorm),
             &[&x.buf, &wv, &out.buf, row],
@@ -856,6 +1018,8 @@ impl Backend for WgpuBackend {
         let wv = self.values(w)?;
         let q8 = self.q8_row_for(n, t)?;
         let row = q8.as_ref().map_or(&self.dummy, |q| &q.buf);
+        // Every value of `out` is new: nothing need settle what it held.
+        self.forget_q8_row(&out.buf);
         self.run(
             KernelKey::plain(Kernel::AddRmsNorm),
             &[&x.buf, &wv, &out.buf, &acc.buf, row],
@@ -939,7 +1103,38 @@ impl Backend for WgpuBackend {
         dims: KdaDims,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        self.kda_tail_op(x, state, t, dims, out)
+        self.kda_tail_op(x, state, t, dims, out, None).map(|_| ())
+    }
+
+    /// A decoded token's output projection does the residual add and the norm but its scale
+    /// where it can ([`NormTail`]).
+    fn kda_tail_add_norm(
+        &self,
+        x: KdaTail<'_, '_, Self>,
+        state: &mut WgpuBuf,
+        t: usize,
+        dims: KdaDims,
+        out: &mut WgpuBuf,
+        next: AddNorm<'_, '_, Self>,
+    ) -> Result<()> {
+        self.with_add_norm(t, out, next, |out, tail| {
+            self.kda_tail_op(x, state, t, dims, out, tail)
+        })
+    }
+
+    /// A decoded token's product does the residual add and the norm but its scale where it can
+    /// ([`NormTail`]).
+    fn matmul_add_norm(
+        &self,
+        w: &WgpuWeight<'_>,
+        x: &WgpuBuf,
+        t: usize,
+        out: &mut WgpuBuf,
+        next: AddNorm<'_, '_, Self>,
+    ) -> Result<()> {
+        self.with_add_norm(t, out, next, |out, tail| {
+            self.matmul_then(w, x, t, out, tail)
+        })
     }
 
     fn gated_rms_norm(

@@ -134,20 +134,38 @@ impl WgpuBackend {
             && hidden % 4 == 0;
         let mut jobs = Vec::new();
         if router_routes {
+            // Where x's producer left out its norm's scale, the last workgroup applies it to
+            // the logits and to x's 8-bit copy, which the expert products read.
+            let unscaled = self
+                .unscaled(&x.buf, hidden)
+                .zip(self.q8_row(&x.buf, hidden));
+            let (halves, eps) = unscaled
+                .as_ref()
+                .map_or((0, 0.0), |((_, h, e), _)| (*h, *e));
+            let mut bufs = vec![
+                &logits.buf,
+                &bias,
+                &ids.buf,
+                &wts.buf,
+                &x.buf,
+                &w.router.parts[0].buf,
+                &self.route_count,
+                &self.dummy,
+                &self.dummy_rw,
+            ];
+            if let Some(((sums, _, _), q8)) = &unscaled {
+                bufs[7] = sums;
+                bufs[8] = q8;
+            }
             self.run(
                 KernelKey::plain(Kernel::MoeRouterRoute),
-                &[
-                    &logits.buf,
-                    &bias,
-                    &ids.buf,
-                    &wts.buf,
-                    &x.buf,
-                    &w.router.parts[0].buf,
-                    &self.route_count,
-                ],
-                &params,
+                &bufs,
+                &[params.as_slice(), &[halves as u32, f(eps)]].concat(),
                 n_expert,
             )?;
+            if unscaled.is_some() {
+                self.q8_scaled(&x.buf);
+            }
         } else if t == 1 {
             jobs.push((&w.router, &logits));
         } else {
