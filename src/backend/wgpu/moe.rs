@@ -17,6 +17,8 @@ use crate::quant::GgmlType;
 /// grouped products' `starts` hold as many, GROUP_STARTS).
 const MAX_EXPERTS: usize = 1024;
 const MAX_USED: usize = 64;
+/// Storage buffers `moe_router_route` binds (see [`Kernel::MoeRouterRoute`]).
+const ROUTER_ROUTE_BINDINGS: u32 = 9;
 
 impl WgpuBackend {
     pub(super) fn moe_op(
@@ -131,7 +133,8 @@ impl WgpuBackend {
             && !shared_apart
             && w.router.ty == GgmlType::F32
             && w.router.parts.len() == 1
-            && hidden % 4 == 0;
+            && hidden % 4 == 0
+            && self.ctx.limits.max_storage_buffers_per_shader_stage >= ROUTER_ROUTE_BINDINGS;
         let mut jobs = Vec::new();
         if router_routes {
             // Where x's producer left out its norm's scale, the last workgroup applies it to
