@@ -394,13 +394,18 @@ impl WgpuBackend {
             .map(|r| r.q8.buf.clone())
     }
 
-    /// Where `x` holds a row of `values` whose producer left out its norm's scale: the sums of
-    /// squares (a kernel that binds them applies the scale), their count and the norm's eps.
-    fn unscaled(&self, x: &wgpu::Buffer, values: usize) -> Option<(wgpu::Buffer, usize, f32)> {
+    /// Where `x` holds a row of `values` whose producer left out its norm's scale, in its
+    /// 8-bit copy too: the sums of squares (a kernel that binds them applies the scale), the
+    /// 8-bit copy, the sums' count and the norm's eps.
+    fn unscaled(
+        &self,
+        x: &wgpu::Buffer,
+        values: usize,
+    ) -> Option<(wgpu::Buffer, wgpu::Buffer, usize, f32)> {
         let rows = self.q8_rows();
         let row = rows.iter().find(|r| &r.of == x && r.values == values)?;
-        let u = row.unscaled.as_ref()?;
-        Some((u.sums.buf.clone(), values / 16, u.eps))
+        let u = row.unscaled.as_ref().filter(|u| u.q8)?;
+        Some((u.sums.buf.clone(), row.q8.buf.clone(), values / 16, u.eps))
     }
 
     /// Records that the 8-bit copy of the row `x` holds has its norm's scale now (the MoE

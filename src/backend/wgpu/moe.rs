@@ -139,12 +139,8 @@ impl WgpuBackend {
         if router_routes {
             // Where x's producer left out its norm's scale, the last workgroup applies it to
             // the logits and to x's 8-bit copy, which the expert products read.
-            let unscaled = self
-                .unscaled(&x.buf, hidden)
-                .zip(self.q8_row(&x.buf, hidden));
-            let (halves, eps) = unscaled
-                .as_ref()
-                .map_or((0, 0.0), |((_, h, e), _)| (*h, *e));
+            let unscaled = self.unscaled(&x.buf, hidden);
+            let (halves, eps) = unscaled.as_ref().map_or((0, 0.0), |u| (u.2, u.3));
             let mut bufs = vec![
                 &logits.buf,
                 &bias,
@@ -156,7 +152,7 @@ impl WgpuBackend {
                 &self.dummy,
                 &self.dummy_rw,
             ];
-            if let Some(((sums, _, _), q8)) = &unscaled {
+            if let Some((sums, q8, _, _)) = &unscaled {
                 bufs[7] = sums;
                 bufs[8] = q8;
             }
