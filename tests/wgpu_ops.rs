@@ -1970,6 +1970,8 @@ fn row_norms_of_every_length_with_and_without_subgroups() {
 /// Routing exactly as the CPU chooses, with either reduction: many experts of equal score +
 /// bias (the lower index wins, as in a stable sort), every expert count the kernel takes from
 /// a handful to 1000 (several experts per thread) and n_used up to 64, one token and several.
+/// Over subgroups, up to 256 experts are sorted (on lavapipe's 8-lane subgroups, pairs 8 or
+/// more positions apart exchange through workgroup memory) and more are drawn.
 #[test]
 fn moe_routing_ties_and_expert_counts_with_and_without_subgroups() {
     let c = cpu();
