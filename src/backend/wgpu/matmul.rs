@@ -304,15 +304,17 @@ impl WgpuBackend {
         tail: Option<&NormTail<'_>>,
     ) -> Result<bool> {
         let (cols, rows) = (w.ne[0], w.rows());
-        let Some(tail) = tail.filter(|_| t == 1 && w.parts.len() == 1) else {
+        let fused = tail
+            .filter(|_| t == 1 && w.parts.len() == 1)
+            .and_then(|tail| {
+                let (key, rpw) = decode_kernel(Kernel::Matvec, w, rows, cols, !self.exact);
+                (rows.is_multiple_of(16) && rpw.is_multiple_of(16) && rpw <= MV_WG)
+                    .then_some((tail, key, rpw))
+            });
+        let Some((tail, mut key, rpw)) = fused else {
             self.matmul_into(w, x, t, out)?;
             return Ok(false);
         };
-        let (mut key, rpw) = decode_kernel(Kernel::Matvec, w, rows, cols, !self.exact);
-        if !(rows.is_multiple_of(16) && rpw.is_multiple_of(16) && rpw <= MV_WG) {
-            self.matmul_into(w, x, t, out)?;
-            return Ok(false);
-        }
         check_len(x.len, cols)?;
         check_len(tail.normed.len, rows)?;
         check_len(tail.sums.len, rows / 16)?;

@@ -83,6 +83,13 @@ struct Q8Row {
     unscaled: Option<Unscaled>,
 }
 
+impl Q8Row {
+    /// Whether this is the copy of the row of `values` that `x` holds.
+    fn holds(&self, x: &wgpu::Buffer, values: usize) -> bool {
+        &self.of == x && self.values == values
+    }
+}
+
 /// A row's norm scale, left out by its producer ([`NormTail`]): the sums of the squares of
 /// each 16-value half of the residual, and the norm's eps. A kernel that binds the sums applies
 /// the scale itself (the MoE router's, which also applies it to the 8-bit copy: `q8` is then
@@ -390,7 +397,7 @@ impl WgpuBackend {
     fn q8_row(&self, x: &wgpu::Buffer, values: usize) -> Option<wgpu::Buffer> {
         self.q8_rows()
             .iter()
-            .find(|r| &r.of == x && r.values == values)
+            .find(|r| r.holds(x, values))
             .map(|r| r.q8.buf.clone())
     }
 
@@ -403,7 +410,7 @@ impl WgpuBackend {
         values: usize,
     ) -> Option<(wgpu::Buffer, wgpu::Buffer, usize, f32)> {
         let rows = self.q8_rows();
-        let row = rows.iter().find(|r| &r.of == x && r.values == values)?;
+        let row = rows.iter().find(|r| r.holds(x, values))?;
         let u = row.unscaled.as_ref().filter(|u| u.q8)?;
         Some((u.sums.buf.clone(), row.q8.buf.clone(), values / 16, u.eps))
     }
