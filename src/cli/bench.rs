@@ -98,6 +98,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     let mut decode_speed = None;
     let mut dispatches_per_token = None;
     let mut recording_ms = Vec::new();
+    let mut busy_ms = Vec::new();
     for &depth in &args.depth {
         let tests = [("pp", args.n_prompt), ("tg", args.n_gen)];
         for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
@@ -117,6 +118,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
                         dispatches_per_token = Some((z - a) as f64 / n as f64);
                     }
                     recording_ms.push(1e3 * d.recording / n as f64);
+                    busy_ms.push(1e3 * (d.total - d.waiting) / n as f64);
                     d.total
                 };
                 speeds.push(n as f64 / secs);
@@ -168,8 +170,10 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         }
         super::print_stdout(&format!("{line}\n"))?;
         let (rec, _) = mean_sd(&recording_ms);
+        let (busy, _) = mean_sd(&busy_ms);
         super::print_stdout(&format!(
-            "host time recording a decode step (in forward): {rec:.2} ms/token\n"
+            "host time per decode step: {rec:.2} ms/token recording (in forward), {busy:.2} \
+             busy in all (not waiting for the device)\n"
         ))?;
         if let Some(n) = dispatches_per_token {
             super::print_stdout(&format!("kernel dispatches per decoded token: {n:.0}\n"))?;
@@ -328,11 +332,13 @@ fn weight_bytes_per_token(file: &Gguf, cfg: &kiln::model::Config) -> u64 {
         .sum()
 }
 
-/// Seconds of a decode test, and the part the host spent recording the forward passes (a GPU
-/// backend only queues work there; the rest is waiting for the device).
+/// Seconds of a decode test, the part the host spent recording the forward passes (a GPU
+/// backend only queues work there), and the part it waited for the device's tokens.
 struct DecodeTime {
     total: f64,
     recording: f64,
+    /// Seconds the host waited for the device's tokens.
+    waiting: f64,
 }
 
 /// `n` greedy decode steps from `first`, each recorded while the device runs the one before
@@ -355,6 +361,7 @@ fn decode<B: Backend>(
     Ok(DecodeTime {
         total: t0.elapsed().as_secs_f64(),
         recording,
+        waiting: greedy.waiting().as_secs_f64(),
     })
 }
 

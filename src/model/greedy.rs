@@ -28,6 +28,7 @@ pub struct Greedy<B: Backend> {
     id: B::Buf,
     latest: Latest<B::Pending>,
     recording: Duration,
+    waiting: Duration,
 }
 
 impl<B: Backend> Greedy<B> {
@@ -40,6 +41,7 @@ impl<B: Backend> Greedy<B> {
             id,
             latest: Latest::Queued(pending),
             recording: Duration::ZERO,
+            waiting: Duration::ZERO,
         })
     }
 
@@ -51,6 +53,7 @@ impl<B: Backend> Greedy<B> {
             id,
             latest: Latest::Known(first),
             recording: Duration::ZERO,
+            waiting: Duration::ZERO,
         })
     }
 
@@ -68,12 +71,12 @@ impl<B: Backend> Greedy<B> {
         self.recording += t0.elapsed();
         b.argmax_to(&logits, 1, model.config.vocab, &mut self.id)?;
         let next = Latest::Queued(b.read_later(&self.id, 1)?);
-        Self::resolve(b, std::mem::replace(&mut self.latest, next))
+        self.resolve(b, next)
     }
 
     /// The latest token, without running its pass.
     pub fn latest(&mut self, b: &B) -> Result<u32, ModelError> {
-        let id = Self::resolve(b, std::mem::replace(&mut self.latest, Latest::Known(0)))?;
+        let id = self.resolve(b, Latest::Known(0))?;
         self.latest = Latest::Known(id);
         Ok(id)
     }
@@ -84,10 +87,21 @@ impl<B: Backend> Greedy<B> {
         self.recording
     }
 
-    fn resolve(b: &B, latest: Latest<B::Pending>) -> Result<u32, ModelError> {
-        Ok(match latest {
+    /// Host time spent waiting for the device's tokens so far: the rest of a decode's time
+    /// the host was busy (recording, submitting), so a decode whose waits are short is bound
+    /// by the host, not the device.
+    pub fn waiting(&self) -> Duration {
+        self.waiting
+    }
+
+    /// Makes `next` the latest token and returns the one it replaces, waiting for it.
+    fn resolve(&mut self, b: &B, next: Latest<B::Pending>) -> Result<u32, ModelError> {
+        let t0 = Instant::now();
+        let id = match std::mem::replace(&mut self.latest, next) {
             Latest::Known(id) => id,
             Latest::Queued(p) => b.fetch(p)?[0] as u32,
-        })
+        };
+        self.waiting += t0.elapsed();
+        Ok(id)
     }
 }
