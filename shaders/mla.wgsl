@@ -508,7 +508,13 @@ fn flash_softmax(j: u32) {
 // lora ≤ 512; the host checks).
 @compute @workgroup_size(256)
 fn mla_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
-    let lin = lin_id(wid, nwg);
+    flash_tile(lin_id(wid, nwg), j, 0u);
+}
+
+// mla_flash's workgroup `lin`, thread j, in subgroup sg: each step's scores come from
+// `flash_step_scores`, which the host appends (mla_scores_plain.wgsl: flash_scores;
+// mla_flash_coop.wgsl: on cooperative matrices).
+fn flash_tile(lin: u32, j: u32, sg: u32) {
     let split = lin % p.nsplit;
     let q0 = (lin / p.nsplit) * FQ;
     let rows = p.t * p.heads;
@@ -528,7 +534,7 @@ fn mla_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     var o: array<vec4<f32>, FROWS>;
     for (var k0 = lo; k0 < hi; k0 += FK) {
         let n = min(FK, hi - k0);
-        flash_scores(q0, rows, k0, n, j);
+        flash_step_scores(q0, rows, k0, n, j, sg);
         workgroupBarrier();
         flash_softmax(j);
         if cg < l4 {

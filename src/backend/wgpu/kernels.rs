@@ -49,6 +49,8 @@ const KDA_GATES: &str = include_str!("../../../shaders/kda_gates.wgsl");
 const KDA_STEP: &str = include_str!("../../../shaders/kda_step.wgsl");
 const KDA_UP: &str = include_str!("../../../shaders/kda_up.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
+const MLA_SCORES_PLAIN: &str = include_str!("../../../shaders/mla_scores_plain.wgsl");
+const MLA_FLASH_COOP: &str = include_str!("../../../shaders/mla_flash_coop.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
 const BANDWIDTH: &str = include_str!("../../../shaders/bandwidth.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
@@ -289,6 +291,8 @@ pub enum Kernel {
     MlaCombine,
     /// A prompt's MLA attention, tiles of queries against tiles of cached rows.
     MlaFlash,
+    /// `MlaFlash` with the scores on cooperative matrices (`Context::coop_matrix`).
+    MlaFlashCoop,
     MoeRoute,
     /// A decoded token's F32 router product and `MoeRoute` in one dispatch.
     MoeRouterRoute,
@@ -427,6 +431,7 @@ impl Kernel {
             Kernel::MlaAttend => d(MLA, "mla_attend", false, &[0, 1, 5, 3], 4),
             Kernel::MlaCombine => d(MLA, "mla_combine", false, &[2, 3], 4),
             Kernel::MlaFlash => d(MLA, "mla_flash", false, &[0, 6, 5, 3], 4),
+            Kernel::MlaFlashCoop => d(MLA_FLASH_COOP, "mla_flash_coop", false, &[0, 6, 5, 3], 4),
             Kernel::MoeRoute => d(MOE, "moe_route", false, &[0, 1, 2, 3], 4),
             // The same, then x, the router weight and the count of finished workgroups.
             // Then the sums of squares and the 8-bit row of an input whose norm's scale its
@@ -650,6 +655,11 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
             .ok_or_else(|| BackendError::Gpu(format!("{}: no WGSL decoder for {ty}", def.entry)))
     };
     Ok(match (key.kernel, def.typed, key.ty) {
+        // The `enable` directives must open the module.
+        (Kernel::MlaFlashCoop, false, None) => {
+            format!("enable f16;\nenable wgpu_cooperative_matrix;\n{MLA}\n{MLA_FLASH_COOP}")
+        }
+        (_, false, None) if def.source == MLA => format!("{MLA}\n{MLA_SCORES_PLAIN}"),
         (Kernel::Matvecs(n), _, Some(ty)) => fused_source(
             ty,
             key.staging(),
@@ -1209,6 +1219,9 @@ mod tests {
                     panic!("{}: {e}", key.label());
                 }
             }
+        }
+        if let Err(e) = to_spirv(KernelKey::plain(Kernel::MlaFlashCoop), true) {
+            panic!("mla_flash_coop: {e}");
         }
     }
 }

@@ -301,7 +301,12 @@ impl WgpuBackend {
         o_lat: &WgpuBuf,
     ) -> Result<()> {
         let (heads, l) = (dims.heads, dims.kv_lora);
-        let flash = KernelKey::plain(Kernel::MlaFlash);
+        // The scores on tensor cores where the adapter has them (f16 operands, f32 sums).
+        let flash = KernelKey::plain(if self.coop_matrix() {
+            Kernel::MlaFlashCoop
+        } else {
+            Kernel::MlaFlash
+        });
         let tiles = (t * heads).div_ceil(FLASH_ROWS);
         if plan.flash && plan.nsplit == 1 {
             let bufs = [&q.buf, &q_abs.buf, &cache.buf, &o_lat.buf];

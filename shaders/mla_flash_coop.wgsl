@@ -1,0 +1,114 @@
+// mla_flash with each step's scores, Q · Cᵀ over the cached width, on cooperative matrices
+// (tensor cores): the FQ query rows and FK cached rows are staged TKC values of the width at a
+// time as f16, and each of the 8 subgroups multiplies one 16×16 block of the FQ × FK scores
+// (f32 sums). The softmax and P · V are mla_flash's. The scores were most of mla_flash's
+// multiplies (its products with the 576-wide cached rows) and ran on the shader cores at one
+// workgroup per SM deep in the context. Only on adapters with f16 16×16 cooperative matrices
+// and subgroups of 32 (the host checks); appended to mla.wgsl after the `enable` directives.
+
+// Width values staged per pass (a multiple of 16), and the staged rows' stride: 16 bytes of
+// padding spread the threads' stores over the banks (as matmul_coop.wgsl's).
+const TKC: u32 = 64u;
+const TKCP: u32 = TKC + 8u;
+// Largest f16.
+const F16_MAX: f32 = 65504.0;
+
+var<workgroup> qh: array<f16, FQ * TKCP>;
+var<workgroup> kh: array<f16, FK * TKCP>;
+// Each subgroup's 16×16 block of scores, column-major.
+var<workgroup> sblk: array<f32, FQ * FK>;
+
+fn to_f16(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+}
+
+// Width values d..d + 4 of query row `row` (q_abs, then the rope part of q), zero past the
+// rows and the width.
+fn query4(row: u32, rows: u32, d: u32) -> vec4<f32> {
+    let l4 = p.lora / 4u;
+    if row >= rows || d >= p.lora + p.rope {
+        return vec4<f32>(0.0);
+    }
+    if d < p.lora {
+        return src4[row * l4 + d / 4u];
+    }
+    // The rope part (offset nope, which need not be a multiple of 4).
+    let b = row * (p.nope + p.rope) + p.nope + d - p.lora;
+    return vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+}
+
+// The step's scores into P (fk), as flash_scores leaves them: scaled, NEG where masked.
+fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
+    let cw4 = (p.lora + p.rope) / 4u;
+    // Subgroup sg's block: query rows 16 (sg % 2).., cached rows 16 (sg / 2)...
+    let a_at = (sg % 2u) * 16u * TKCP;
+    let b_at = (sg / 2u) * 16u * TKCP;
+    // Per pass each thread stages FQ · TKC / 4 / FWG query vec4s and FK · TKC / 4 / FWG cached.
+    const QV: u32 = FQ * TKC / 4u / FWG;
+    const KV: u32 = FK * TKC / 4u / FWG;
+    var acc = coop_mat16x16<f32, C>();
+    for (var c0 = 0u; c0 < 4u * cw4; c0 += TKC) {
+        // Every load issued before the first store.
+        var qv: array<vec4<f32>, QV>;
+        var kv: array<vec4<f32>, KV>;
+        for (var u = 0u; u < QV; u++) {
+            let idx = j + u * FWG;
+            qv[u] = query4(q0 + idx / (TKC / 4u), rows, c0 + 4u * (idx % (TKC / 4u)));
+        }
+        for (var u = 0u; u < KV; u++) {
+            let idx = j + u * FWG;
+            let k = idx / (TKC / 4u);
+            let c = c0 / 4u + idx % (TKC / 4u);
+            kv[u] = vec4<f32>(0.0);
+            if k < n && c < cw4 {
+                kv[u] = cache4[(k0 + k) * cw4 + c];
+            }
+        }
+        for (var u = 0u; u < QV; u++) {
+            let idx = j + u * FWG;
+            let at = (idx / (TKC / 4u)) * TKCP + 4u * (idx % (TKC / 4u));
+            let h = to_f16(qv[u]);
+            qh[at] = h.x;
+            qh[at + 1u] = h.y;
+            qh[at + 2u] = h.z;
+            qh[at + 3u] = h.w;
+        }
+        for (var u = 0u; u < KV; u++) {
+            let idx = j + u * FWG;
+            let at = (idx / (TKC / 4u)) * TKCP + 4u * (idx % (TKC / 4u));
+            let h = to_f16(kv[u]);
+            kh[at] = h.x;
+            kh[at + 1u] = h.y;
+            kh[at + 2u] = h.z;
+            kh[at + 3u] = h.w;
+        }
+        workgroupBarrier();
+        // A: query rows × width, row-major; B: width × cached rows, stored a cached row at a
+        // time (column-major).
+        for (var ks = 0u; ks < TKC; ks += 16u) {
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&qh[a_at + ks], TKCP);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&kh[b_at + ks], TKCP);
+            acc = coopMultiplyAdd(a, b, acc);
+        }
+        // The next pass's stores overwrite what these read.
+        workgroupBarrier();
+    }
+    coopStore(acc, &sblk[sg * 256u], 16u);
+    workgroupBarrier();
+    // Element e of the blocks: subgroup e / 256's block, query row e % 16, cached row
+    // (e / 16) % 16 of it.
+    for (var e = j; e < FQ * FK; e += FWG) {
+        let s = e / 256u;
+        let r = (s % 2u) * 16u + e % 16u;
+        let k = (s / 2u) * 16u + (e / 16u) % 16u;
+        let row = q0 + r;
+        // Row `row` is token row / heads, at position pos + row / heads.
+        let seen = row < rows && k < n && k0 + k <= p.pos + row / p.heads;
+        set_p(k, r, select(NEG, sblk[e] * p.scale, seen));
+    }
+}
+
+@compute @workgroup_size(256)
+fn mla_flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) j: u32, @builtin(subgroup_id) sg: u32) {
+    flash_tile(lin_id(wid, nwg), j, sg);
+}
