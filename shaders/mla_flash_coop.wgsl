@@ -13,8 +13,8 @@ const TKCP: u32 = TKC + 8u;
 // Largest f16.
 const F16_MAX: f32 = 65504.0;
 
-var<workgroup> qh: array<f16, FQ * TKCP>;
-var<workgroup> kh: array<f16, FK * TKCP>;
+// The staged query rows (FQ rows of TKCP), then the cached rows (FK rows from row FQ).
+var<workgroup> stg: array<f16, (FQ + FK) * TKCP>;
 // Each subgroup's 16×16 block of scores, column-major.
 var<workgroup> sblk: array<f32, FQ * FK>;
 
@@ -42,52 +42,45 @@ fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
     let cw4 = (p.lora + p.rope) / 4u;
     // Subgroup sg's block: query rows 16 (sg % 2).., cached rows 16 (sg / 2)...
     let a_at = (sg % 2u) * 16u * TKCP;
-    let b_at = (sg / 2u) * 16u * TKCP;
-    // Per pass each thread stages FQ · TKC / 4 / FWG query vec4s and FK · TKC / 4 / FWG cached.
+    let b_at = (FQ + (sg / 2u) * 16u) * TKCP;
+    // Per pass each thread stages FQ · TKC / 4 / FWG query vec4s, then FK · TKC / 4 / FWG
+    // cached ones.
     const QV: u32 = FQ * TKC / 4u / FWG;
     const KV: u32 = FK * TKC / 4u / FWG;
     var acc = coop_mat16x16<f32, C>();
     for (var c0 = 0u; c0 < 4u * cw4; c0 += TKC) {
         // Every load issued before the first store.
-        var qv: array<vec4<f32>, QV>;
-        var kv: array<vec4<f32>, KV>;
+        var sv: array<vec4<f32>, QV + KV>;
         for (var u = 0u; u < QV; u++) {
             let idx = j + u * FWG;
-            qv[u] = query4(q0 + idx / (TKC / 4u), rows, c0 + 4u * (idx % (TKC / 4u)));
+            sv[u] = query4(q0 + idx / (TKC / 4u), rows, c0 + 4u * (idx % (TKC / 4u)));
         }
         for (var u = 0u; u < KV; u++) {
             let idx = j + u * FWG;
             let k = idx / (TKC / 4u);
             let c = c0 / 4u + idx % (TKC / 4u);
-            kv[u] = vec4<f32>(0.0);
+            sv[QV + u] = vec4<f32>(0.0);
             if k < n && c < cw4 {
-                kv[u] = cache4[(k0 + k) * cw4 + c];
+                sv[QV + u] = cache4[(k0 + k) * cw4 + c];
             }
         }
-        for (var u = 0u; u < QV; u++) {
+        // The query vec4s are items 0..FQ · TKC / 4 of the staged rows, the cached ones the
+        // next FK · TKC / 4: item j + u · FWG either way.
+        for (var u = 0u; u < QV + KV; u++) {
             let idx = j + u * FWG;
             let at = (idx / (TKC / 4u)) * TKCP + 4u * (idx % (TKC / 4u));
-            let h = to_f16(qv[u]);
-            qh[at] = h.x;
-            qh[at + 1u] = h.y;
-            qh[at + 2u] = h.z;
-            qh[at + 3u] = h.w;
-        }
-        for (var u = 0u; u < KV; u++) {
-            let idx = j + u * FWG;
-            let at = (idx / (TKC / 4u)) * TKCP + 4u * (idx % (TKC / 4u));
-            let h = to_f16(kv[u]);
-            kh[at] = h.x;
-            kh[at + 1u] = h.y;
-            kh[at + 2u] = h.z;
-            kh[at + 3u] = h.w;
+            let h = to_f16(sv[u]);
+            stg[at] = h.x;
+            stg[at + 1u] = h.y;
+            stg[at + 2u] = h.z;
+            stg[at + 3u] = h.w;
         }
         workgroupBarrier();
         // A: query rows × width, row-major; B: width × cached rows, stored a cached row at a
         // time (column-major).
         for (var ks = 0u; ks < TKC; ks += 16u) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&qh[a_at + ks], TKCP);
-            let b = coopLoad<coop_mat16x16<f16, B>>(&kh[b_at + ks], TKCP);
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&stg[a_at + ks], TKCP);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&stg[b_at + ks], TKCP);
             acc = coopMultiplyAdd(a, b, acc);
         }
         // The next pass's stores overwrite what these read.
