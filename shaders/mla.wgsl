@@ -6,7 +6,8 @@
 // attention, and a decoded token's deep in the context (the host's choice), runs in mla_flash
 // instead: a tile of query rows against a tile of staged cached rows at a time, with an online
 // softmax (flash attention), so that each cached row is read once per tile of queries rather
-// than once per token and head group.
+// than once per token and head group; where the adapter has f16 cooperative matrices its
+// scores run on them (mla_flash_coop.wgsl).
 
 struct Params {
     heads: u32,

@@ -1266,11 +1266,12 @@ impl MlaCase {
     }
 }
 
-/// A prompt's attention (mla_flash) in tiles of 32 query rows: one token of 32 heads at the
-/// model's cached width, or rows straddling tokens of 6 heads; in one split, whose output the
-/// kernel writes itself, or several (a short prompt deep in the context). Decode steps
-/// between, one deep enough that a workgroup of mla_attend serves 8 heads. The cache rows the
-/// calls skip stay zero on both backends.
+/// A prompt's attention (mla_flash, or mla_flash_coop where the adapter has cooperative
+/// matrices) in tiles of 32 query rows: one token of 32 heads at the model's cached width, or
+/// rows straddling tokens of 6 heads; in one split, whose output the kernel writes itself, or
+/// several (a short prompt deep in the context). Decode steps between, one deep enough that a
+/// workgroup of mla_attend serves 8 heads. The cache rows the calls skip stay zero on both
+/// backends.
 #[test]
 fn mla_flash_prompts_and_deep_decode() {
     let (g, c) = (gpu(), cpu());

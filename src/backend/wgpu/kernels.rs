@@ -1208,8 +1208,8 @@ mod tests {
         }
     }
 
-    /// The cooperative-matrix kernel runs only on GPUs CI does not have; this at least proves
-    /// it compiles, for every block type.
+    /// The cooperative-matrix kernels run only on GPUs CI does not have; this at least proves
+    /// they compile: the products for every block type, and the flash attention.
     #[test]
     fn cooperative_matrix_kernel_compiles_for_every_type() {
         for ty in SUPPORTED {
