@@ -3,7 +3,8 @@
 // workgroup memory and stages its TN tokens' activations as f16 beside them; its 8 subgroups
 // then multiply 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16
 // cooperative matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its
-// own module because the `enable` directives must open it. The host prepends the tile, TM × TN.
+// own module because the `enable` directives must open it. The host prepends the tile, TM × TN,
+// and f16_operands.wgsl (to_f16).
 
 // Parameters and bindings: matmul_io.wgsl.
 
@@ -17,8 +18,6 @@ const NB: u32 = TN / 16u / (8u / RB);
 // Weight parts (PV = 32 values for every block type) and activation vec4s per thread and step.
 const WPARTS: u32 = TM * (TK / PV) / WG;
 const XVECS: u32 = TN * (TK / 4u) / WG;
-// Largest f16.
-const F16_MAX: f32 = 65504.0;
 
 // [row][k] and [token][k]: A loads row-major, B (k × token) column-major, both stride TKP.
 var<workgroup> wt: array<f16, TM * TKP>;
@@ -28,10 +27,6 @@ var<workgroup> stage: array<f32, 2048>;
 
 fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
-}
-
-fn to_f16(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
 }
 
 // Decodes rows wrow0.. (wrows exist) and stages the tile tokens (ntok exist), values k0..k0+TK;

@@ -383,20 +383,10 @@ struct Slice {
 // rows from k0, zero past the ends (rows, width), so that padding adds nothing to the dots.
 fn flash_load(c: u32, q0: u32, rows: u32, k0: u32, n: u32, j: u32) -> Slice {
     let cw4 = (p.lora + p.rope) / 4u;
-    let l4 = p.lora / 4u;
-    let qw = p.nope + p.rope;
     var s: Slice;
     for (var u = 0u; u < FSQ; u++) {
         let idx = j + u * FWG;
-        let row = q0 + idx / FD4;
-        let cc = c * FD4 + idx % FD4;
-        if row < rows && cc < l4 {
-            s.q[u] = src4[row * l4 + cc];
-        } else if row < rows && cc < cw4 {
-            // The rope part of the query (offset nope, which need not be a multiple of 4).
-            let b = row * qw + p.nope + 4u * (cc - l4);
-            s.q[u] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
-        }
+        s.q[u] = query4(q0 + idx / FD4, rows, 4u * (c * FD4 + idx % FD4));
     }
     for (var u = 0u; u < FSK; u++) {
         let idx = j + u * FWG;
@@ -407,6 +397,29 @@ fn flash_load(c: u32, q0: u32, rows: u32, k0: u32, n: u32, j: u32) -> Slice {
         }
     }
     return s;
+}
+
+// Width values d..d + 4 of query row `row` (q_abs, then the rope part of q), zero past the
+// rows and the width.
+fn query4(row: u32, rows: u32, d: u32) -> vec4<f32> {
+    if row >= rows || d >= p.lora + p.rope {
+        return vec4<f32>(0.0);
+    }
+    if d < p.lora {
+        return src4[row * (p.lora / 4u) + d / 4u];
+    }
+    // The rope part (offset nope, which need not be a multiple of 4).
+    let b = row * (p.nope + p.rope) + p.nope + d - p.lora;
+    return vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+}
+
+// Query row q0 + r's score `dot` against cached row k of the step from k0 (n rows) into P,
+// scaled, or NEG where masked: past the rows, past the step, or past the row's token (row
+// q0 + r is token (q0 + r) / heads, at position pos + that).
+fn put_score(k: u32, r: u32, q0: u32, rows: u32, k0: u32, n: u32, dot: f32) {
+    let row = q0 + r;
+    let seen = row < rows && k < n && k0 + k <= p.pos + row / p.heads;
+    set_p(k, r, select(NEG, dot * p.scale, seen));
 }
 
 fn flash_put(s: Slice, j: u32) {
@@ -452,10 +465,7 @@ fn flash_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32) {
     for (var i = 0u; i < 4u; i++) {
         let k = kb + 8u * i;
         for (var a = 0u; a < 2u; a++) {
-            let row = q0 + ra + a;
-            // Row `row` is token row / heads, at position pos + row / heads.
-            let seen = row < rows && k < n && k0 + k <= p.pos + row / p.heads;
-            set_p(k, ra + a, select(NEG, acc[2u * i + a] * p.scale, seen));
+            put_score(k, ra + a, q0, rows, k0, n, acc[2u * i + a]);
         }
     }
 }

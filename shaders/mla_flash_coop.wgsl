@@ -4,38 +4,17 @@
 // (f32 sums). The softmax and P · V are mla_flash's. The scores were most of mla_flash's
 // multiplies (its products with the 576-wide cached rows) and ran on the shader cores at one
 // workgroup per SM deep in the context. Only on adapters with f16 16×16 cooperative matrices
-// and subgroups of 32 (the host checks); appended to mla.wgsl after the `enable` directives.
+// and subgroups of 32 (the host checks); appended to mla.wgsl after the `enable` directives and f16_operands.wgsl.
 
 // Width values staged per pass (a multiple of 16), and the staged rows' stride: 16 bytes of
 // padding spread the threads' stores over the banks (as matmul_coop.wgsl's).
 const TKC: u32 = 64u;
 const TKCP: u32 = TKC + 8u;
-// Largest f16.
-const F16_MAX: f32 = 65504.0;
 
 // The staged query rows (FQ rows of TKCP), then the cached rows (FK rows from row FQ).
 var<workgroup> stg: array<f16, (FQ + FK) * TKCP>;
 // Each subgroup's 16×16 block of scores, column-major.
 var<workgroup> sblk: array<f32, FQ * FK>;
-
-fn to_f16(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-}
-
-// Width values d..d + 4 of query row `row` (q_abs, then the rope part of q), zero past the
-// rows and the width.
-fn query4(row: u32, rows: u32, d: u32) -> vec4<f32> {
-    let l4 = p.lora / 4u;
-    if row >= rows || d >= p.lora + p.rope {
-        return vec4<f32>(0.0);
-    }
-    if d < p.lora {
-        return src4[row * l4 + d / 4u];
-    }
-    // The rope part (offset nope, which need not be a multiple of 4).
-    let b = row * (p.nope + p.rope) + p.nope + d - p.lora;
-    return vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
-}
 
 // The step's scores into P (fk), as flash_scores leaves them: scaled, NEG where masked.
 fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
@@ -94,10 +73,7 @@ fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
         let s = e / 256u;
         let r = (s % 2u) * 16u + e % 16u;
         let k = (s / 2u) * 16u + (e / 16u) % 16u;
-        let row = q0 + r;
-        // Row `row` is token row / heads, at position pos + row / heads.
-        let seen = row < rows && k < n && k0 + k <= p.pos + row / p.heads;
-        set_p(k, r, select(NEG, sblk[e] * p.scale, seen));
+        put_score(k, r, q0, rows, k0, n, sblk[e]);
     }
 }
 

@@ -51,6 +51,7 @@ const KDA_UP: &str = include_str!("../../../shaders/kda_up.wgsl");
 const MLA: &str = include_str!("../../../shaders/mla.wgsl");
 const MLA_SCORES_PLAIN: &str = include_str!("../../../shaders/mla_scores_plain.wgsl");
 const MLA_FLASH_COOP: &str = include_str!("../../../shaders/mla_flash_coop.wgsl");
+const F16_OPERANDS: &str = include_str!("../../../shaders/f16_operands.wgsl");
 const MOE: &str = include_str!("../../../shaders/moe.wgsl");
 const BANDWIDTH: &str = include_str!("../../../shaders/bandwidth.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
@@ -657,7 +658,9 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
     Ok(match (key.kernel, def.typed, key.ty) {
         // The `enable` directives must open the module.
         (Kernel::MlaFlashCoop, false, None) => {
-            format!("enable f16;\nenable wgpu_cooperative_matrix;\n{MLA}\n{MLA_FLASH_COOP}")
+            format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{F16_OPERANDS}\n{MLA}\n{MLA_FLASH_COOP}"
+            )
         }
         (_, false, None) if def.source == MLA => format!("{MLA}\n{MLA_SCORES_PLAIN}"),
         (Kernel::Matvecs(n), _, Some(ty)) => fused_source(
@@ -766,7 +769,7 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
         // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop | Kernel::MatmulGroupedCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
-             {MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}",
+             {F16_OPERANDS}\n{MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}",
             COOP_TILE.0,
             COOP_TILE.1,
             weight_helpers(ty),
