@@ -4,7 +4,9 @@
 // then multiply 16×16×16 blocks into f32 accumulators. Only on adapters with f16 16×16
 // cooperative matrices, subgroups of 32 and 48 KiB of workgroup memory (the host checks); its
 // own module because the `enable` directives must open it. The host prepends the tile, TM × TN,
-// and f16_operands.wgsl (to_f16).
+// and f16_operands.wgsl (to_f16). Every workgroup variable in the module is a whole number of
+// 16 bytes, or NVIDIA's driver may start the cooperative loads' arrays off 16 bytes (wrong
+// outputs; the kernels test `cooperative_matrix_workgroup_variables_are_whole_16_bytes`).
 
 // Parameters and bindings: matmul_io.wgsl.
 

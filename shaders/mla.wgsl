@@ -50,6 +50,8 @@ const LP: u32 = WG / CH;
 override HG: u32 = 1u;
 const MAXH: u32 = 8u;
 
+// mla_flash_coop's module declares these too: each stays a whole number of 16 bytes
+// (matmul_coop.wgsl says why).
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_h: array<f32, MAXH * WG>;
 var<workgroup> sp: array<f32, MAXH * CH>;

@@ -5,6 +5,8 @@
 // multiplies (its products with the 576-wide cached rows) and ran on the shader cores at one
 // workgroup per SM deep in the context. Only on adapters with f16 16×16 cooperative matrices
 // and subgroups of 32 (the host checks); appended to mla.wgsl after the `enable` directives and f16_operands.wgsl.
+// Every workgroup variable of the module, mla.wgsl's too, is a whole number of 16 bytes, as in
+// matmul_coop.wgsl (a 4-byte one broke this kernel on the H100).
 
 // Width values staged per pass (a multiple of 16), and the staged rows' stride: 16 bytes of
 // padding spread the threads' stores over the banks (as matmul_coop.wgsl's).
