@@ -1835,6 +1835,10 @@ fn profiler_times_kernels() {
             g.set_profiling(true).unwrap();
         }
         let _ = matmul_case(&g, &w, &x, 1);
+        // Paused, the profile leaves dispatches out.
+        g.pause_profile(true);
+        let _ = matmul_case(&g, &w, &x, 1);
+        g.pause_profile(false);
         let _ = matmul_case(&g, &w, &x, 1);
         let report = g.profile().unwrap();
         let mm = report

@@ -205,6 +205,10 @@ pub trait Backend: Sync {
         )))
     }
 
+    /// Leaves the dispatches recorded while `paused` out of the profile (`kiln bench --profile`
+    /// fills a cache to its depth untimed); nothing where no profile runs.
+    fn pause_profile(&self, _paused: bool) {}
+
     /// The `top` kernels by device time since [`Backend::start_profile`], as a table.
     fn profile_report(&self, _top: usize) -> Result<String> {
         Ok(String::new())

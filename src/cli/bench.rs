@@ -104,7 +104,10 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
         for (kind, n) in tests.into_iter().filter(|&(_, n)| n > 0) {
             let mut speeds = Vec::new();
             for _ in 0..args.repetitions.max(1) {
+                // The profile times the tests, not the prompt that fills the cache.
+                b.pause_profile(true);
                 let mut cache = cache_at_depth(b, &model, &mut ids, depth, n)?;
+                b.pause_profile(false);
                 let secs = if kind == "pp" {
                     let prompt = ids.take(n);
                     let t0 = Instant::now();

@@ -707,6 +707,12 @@ impl Backend for WgpuBackend {
         self.set_profiling(true)
     }
 
+    fn pause_profile(&self, paused: bool) {
+        if let Some(p) = self.rec().profiler.as_mut() {
+            p.paused = paused;
+        }
+    }
+
     fn profile_report(&self, top: usize) -> Result<String> {
         let timing = if self.profiles_inside_passes() {
             "timestamps around each dispatch in the shared pass (launch and barrier included)"

@@ -28,6 +28,8 @@ pub struct Profiler {
     read: wgpu::Buffer,
     labels: Vec<String>,
     totals: HashMap<String, (u64, f64)>,
+    /// Dispatches go untimed (`Backend::pause_profile`).
+    pub paused: bool,
 }
 
 impl Profiler {
@@ -54,6 +56,7 @@ impl Profiler {
             }),
             labels: Vec::new(),
             totals: HashMap::new(),
+            paused: false,
         }
     }
 

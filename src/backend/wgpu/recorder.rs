@@ -145,7 +145,11 @@ impl Recorder {
         // what the other reads or writes).
         let times = if hit { 2 } else { 1 };
         self.dispatches += times;
-        if self.profiler.as_ref().is_some_and(|p| p.full()) {
+        if self
+            .profiler
+            .as_ref()
+            .is_some_and(|p| p.full() && !p.paused)
+        {
             self.flush(ctx)?;
         }
         let (chunk, offset) = self.param_slot(ctx, params);
@@ -175,7 +179,9 @@ impl Recorder {
         };
         // The profiler times each dispatch with timestamps around it in the shared pass, or
         // with its own pass's (profile.rs says when).
-        let ts = (self.profiler.as_mut()).map(|p| (p.begin(name.unwrap_or_default()), p.inside()));
+        let ts = (self.profiler.as_mut())
+            .filter(|p| !p.paused)
+            .map(|p| (p.begin(name.unwrap_or_default()), p.inside()));
         let (own_pass, around) = match &ts {
             Some((t, false)) => (Some(t), None),
             Some((t, true)) => (None, Some(t)),
