@@ -157,8 +157,11 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
             per_token as f64 / 1e9
         );
         // The timed copies need two buffers beside the model: a card too full for them still
-        // gets its table.
-        match b.copy_bandwidth() {
+        // gets its table. The profile leaves them out.
+        b.pause_profile(true);
+        let bandwidth = b.copy_bandwidth();
+        b.pause_profile(false);
+        match bandwidth {
             Ok(Some(bw)) => {
                 let roofline = bw / per_token as f64;
                 line += &format!(
