@@ -1,8 +1,9 @@
 #!/bin/bash
 # The issue-7 measurements on a GPU machine without network (the `device` tool): synthesise the
 # 48B-shape reference file (every matrix with rows a multiple of 256 in Q4_K, ssm_f_b/ssm_g_b/
-# attn_k_b in Q8_0, the rest F32), bench it through wgpu/Vulkan at depth 0 and 8192 while
-# sampling VRAM, then profile decode (at depth 0 and 8192) and prefill kernels.
+# attn_k_b in Q8_0, the rest F32), bench it through wgpu/Vulkan at depth 0 and 8192 (three
+# repetitions each, so that the table shows their spread on a noisy machine) while sampling
+# VRAM, then profile decode (at depth 0 and 8192) and prefill kernels.
 #
 # Expects, in the repository root on that machine: carry/kiln and carry/kiln-convert (release
 # builds from here) and .gl/*.deb (libvulkan1 and the glvnd libraries, `apt-get download`ed
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 source scripts/device_setup.sh
 nvidia-smi --query-gpu=memory.used --format=csv,noheader -lms 250 > "$OUT/vram.log" &
 SMI=$!
-./carry/kiln bench -m $M --backend wgpu -p 512 -n 128 -d 0,8192 | tee "$OUT/bench.txt"
+./carry/kiln bench -m $M --backend wgpu -p 512 -n 128 -r 3 -d 0,8192 | tee "$OUT/bench.txt"
 kill $SMI
 echo "peak VRAM used (nvidia-smi, whole GPU): $(sort -n "$OUT/vram.log" | tail -1)" | tee -a "$OUT/bench.txt"
 ./carry/kiln bench -m $M --backend wgpu -p 0 -n 32 --profile > "$OUT/profile_tg.txt"
