@@ -13,6 +13,7 @@ use fixtures::{
     FIXTURES, convert, fixture, ids_line, kiln_run_greedy_ids, max_abs_diff, read_ids, run_model,
     std_dev,
 };
+use kiln::backend::Backend;
 use kiln::backend::cpu::CpuBackend;
 use kiln::backend::wgpu::WgpuBackend;
 use kiln::gguf::Gguf;
@@ -112,15 +113,16 @@ fn overlapped_greedy_equals_eager_through_wgpu() {
 }
 
 /// The overlapped loop keeps a decoded token to one submission: each id's read-back is
-/// submitted with the pass that chose it, and reading the last one submits nothing more.
+/// submitted with the pass that chose it, and reading the last one submits nothing more. And
+/// past the first tokens a token makes no new bind groups.
 #[test]
-fn overlapped_greedy_submits_once_per_token() {
+fn overlapped_greedy_submits_once_per_token_and_makes_no_bind_groups() {
     let gguf = convert("tiny-a", "f32");
     let file = Gguf::open(&gguf).unwrap();
     // Its own device: the shared one counts the other tests' submissions too.
     let g = WgpuBackend::new(None).unwrap();
     let model = Model::load(&file, &g).unwrap();
-    let mut cache = model.new_cache(&g, 8).unwrap();
+    let mut cache = model.new_cache(&g, 24).unwrap();
     g.sync().unwrap();
     let before = g.submissions();
     let mut greedy = Greedy::from_id(&g, 1).unwrap();
@@ -129,6 +131,20 @@ fn overlapped_greedy_submits_once_per_token() {
     }
     greedy.latest(&g).unwrap();
     assert_eq!(g.submissions() - before, 8);
+    // Past the first tokens a step takes the same buffers as the one before, so its bind
+    // groups serve again (the pool's buffers in one order; otherwise some 60% of a step's
+    // dispatches made one).
+    let counts = || (g.bind_groups_made().unwrap(), g.dispatches().unwrap());
+    let before = counts();
+    for _ in 0..16 {
+        greedy.step(&model, &g, &mut cache).unwrap();
+    }
+    greedy.latest(&g).unwrap();
+    let (made, dispatches) = (counts().0 - before.0, counts().1 - before.1);
+    assert!(
+        made <= 16,
+        "{made} bind groups made in 16 tokens' {dispatches} dispatches"
+    );
 }
 
 /// `kiln run --backend wgpu --temp 0` (the overlapped greedy loop) prints the continuation

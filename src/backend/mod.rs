@@ -219,6 +219,11 @@ pub trait Backend: Sync {
         None
     }
 
+    /// Bind groups (a dispatch's set of buffers) made so far, where the backend makes them.
+    fn bind_groups_made(&self) -> Option<u64> {
+        None
+    }
+
     /// Alters every later dispatch of the kernels whose names start with one of `kernels` as
     /// `how` says (`kiln bench --ablate`, `--repeat`); an empty list ends that. Outputs become
     /// meaningless.

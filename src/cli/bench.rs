@@ -97,6 +97,7 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut decode_speed = None;
     let mut dispatches_per_token = None;
+    let mut binds_per_token = None;
     let mut recording_ms = Vec::new();
     let mut busy_ms = Vec::new();
     for &depth in &args.depth {
@@ -115,11 +116,13 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
                     b.argmax(&l, 1, model.config.vocab)?;
                     t0.elapsed().as_secs_f64()
                 } else {
-                    let before = b.dispatches();
+                    let before = (b.dispatches(), b.bind_groups_made());
                     let d = decode(b, &model, &mut cache, n, ids.take(1)[0])?;
-                    if let (Some(a), Some(z)) = (before, b.dispatches()) {
-                        dispatches_per_token = Some((z - a) as f64 / n as f64);
-                    }
+                    let per_token = |a: Option<u64>, z: Option<u64>| {
+                        a.zip(z).map(|(a, z)| (z - a) as f64 / n as f64)
+                    };
+                    dispatches_per_token = per_token(before.0, b.dispatches());
+                    binds_per_token = per_token(before.1, b.bind_groups_made());
                     recording_ms.push(1e3 * d.recording / n as f64);
                     busy_ms.push(1e3 * (d.total - d.waiting) / n as f64);
                     d.total
@@ -182,7 +185,11 @@ fn bench<B: Backend>(b: &B, args: &BenchArgs) -> anyhow::Result<()> {
              busy in all (not waiting for the device)\n"
         ))?;
         if let Some(n) = dispatches_per_token {
-            super::print_stdout(&format!("kernel dispatches per decoded token: {n:.0}\n"))?;
+            let mut line = format!("kernel dispatches per decoded token: {n:.0}");
+            if let Some(m) = binds_per_token {
+                line += &format!("; bind groups made per decoded token: {m:.1}");
+            }
+            super::print_stdout(&format!("{line}\n"))?;
         }
     }
     if !args.ablate.is_empty() && args.n_gen > 0 {

@@ -729,6 +729,10 @@ impl Backend for WgpuBackend {
         Some(self.rec().dispatches)
     }
 
+    fn bind_groups_made(&self) -> Option<u64> {
+        Some(self.rec().binds_made)
+    }
+
     fn alter(&self, kernels: &[String], how: Alter) -> Result<()> {
         let mut rec = self.rec();
         rec.flush(&self.ctx)?;

@@ -62,6 +62,8 @@ pub struct Recorder {
     pub fresh_bytes: u64,
     /// Dispatches recorded so far.
     pub dispatches: u64,
+    /// Bind groups made so far (a decode step in its steady state makes none).
+    pub binds_made: u64,
     /// Kernels whose dispatches are left out or repeated (`kiln bench --ablate`, `--repeat`):
     /// labels starting with any of these.
     pub altered: (Vec<String>, Alter),
@@ -166,6 +168,7 @@ impl Recorder {
                 bind.clone()
             }
             None => {
+                self.binds_made += 1;
                 let bind = self.bind_group(ctx, kernel, bufs, chunk, offset);
                 self.binds.insert(key, (bind.clone(), now));
                 bind
