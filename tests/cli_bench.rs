@@ -63,6 +63,13 @@ fn ablation_and_repeat_tables_and_their_refusals() {
         .parse()
         .unwrap();
     assert!(per_token > 5.0, "{stdout}");
+    let binds: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("bind groups made per decoded token: "))
+        .expect("the bind groups made")
+        .parse()
+        .unwrap();
+    assert!((0.0..per_token).contains(&binds), "{stdout}");
     assert!(
         stdout.contains("dispatch chains (µs per dispatch)"),
         "{stdout}"
