@@ -56,19 +56,9 @@ fn ablation_and_repeat_tables_and_their_refusals() {
     );
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("| tg3 |"), "{stdout}");
-    let per_token: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("kernel dispatches per decoded token: "))
-        .expect("the dispatch count")
-        .parse()
-        .unwrap();
+    let per_token = stat(&stdout, "kernel dispatches per decoded token: ");
     assert!(per_token > 5.0, "{stdout}");
-    let binds: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("bind groups made per decoded token: "))
-        .expect("the bind groups made")
-        .parse()
-        .unwrap();
+    let binds = stat(&stdout, "bind groups made per decoded token: ");
     assert!((0.0..per_token).contains(&binds), "{stdout}");
     assert!(
         stdout.contains("dispatch chains (µs per dispatch)"),
@@ -111,4 +101,12 @@ fn ablation_and_repeat_tables_and_their_refusals() {
         assert!(!out.status.success(), "{flag}");
         assert!(stderr.contains("records no kernels"), "{flag}: {stderr}");
     }
+}
+
+/// The number on the line of `stdout` that starts with `label`.
+fn stat(stdout: &str, label: &str) -> f64 {
+    let line = stdout.lines().find_map(|l| l.strip_prefix(label));
+    line.unwrap_or_else(|| panic!("no {label:?} in {stdout}"))
+        .parse()
+        .unwrap()
 }
