@@ -21,9 +21,12 @@ const NB: u32 = TN / 16u / (8u / RB);
 const WPARTS: u32 = TM * (TK / PV) / WG;
 const XVECS: u32 = TN * (TK / 4u) / WG;
 
-// [row][k] and [token][k]: A loads row-major, B (k × token) column-major, both stride TKP.
-var<workgroup> wt: array<f16, TM * TKP>;
-var<workgroup> xt: array<f16, TN * TKP>;
+// [row][k] and [token][k] as f16 vec4s: A loads row-major, B (k × token) column-major, both
+// stride TKP values. A vec4 is one 8-byte store where four f16 stores were four instructions
+// (the cooperative loads take their offset and stride in the array's elements, vec4s here).
+const TKP4: u32 = TKP / 4u;
+var<workgroup> wt: array<vec4<f16>, TM * TKP4>;
+var<workgroup> xt: array<vec4<f16>, TN * TKP4>;
 // Each subgroup's finished 16×16 block, column-major, on its way to the output rows.
 var<workgroup> stage: array<f32, 2048>;
 
@@ -31,19 +34,20 @@ fn row_bytes() -> u32 {
     return (p.cols / QK) * BLOCK_BYTES;
 }
 
-// Decodes rows wrow0.. (wrows exist) and stages the tile tokens (ntok exist), values k0..k0+TK;
-// what lies outside is zero. Every global read is issued before the first workgroup store, so
-// that a thread has them all in flight at once (a load-store loop waits out each one).
+// Decodes rows wrow0.. (wrows exist; their blocks' `part_values_f16`, quant/half/) and stages
+// the tile tokens (ntok exist), values k0..k0+TK. Every global read is issued before the first
+// workgroup store, so that a thread has them all in flight at once (a load-store loop waits
+// out each one).
 fn load_tiles(li: u32, k0: u32, wrow0: u32, wrows: u32, ntok: u32) {
     let per_row = TK / PV;
     let rbytes = row_bytes();
-    var wv: array<array<vec4<f32>, PV4>, WPARTS>;
+    var wv: array<array<vec4<f16>, PV4>, WPARTS>;
     for (var j = 0u; j < WPARTS; j++) {
         let q = li + j * WG;
         let r = q / per_row;
         let kv = k0 + (q % per_row) * PV;
         if r < wrows && kv < p.cols {
-            wv[j] = part_values((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
+            wv[j] = part_values_f16((wrow0 + r) * rbytes + (kv / QK) * BLOCK_BYTES, (kv % QK) / PV);
         }
     }
     var xv: array<vec4<f32>, XVECS>;
@@ -55,25 +59,22 @@ fn load_tiles(li: u32, k0: u32, wrow0: u32, wrows: u32, ntok: u32) {
             xv[j] = x[(p.x_off + xrow[tok] * p.x_stride + k0) / 4u + c4];
         }
     }
+    // Rows and tokens past the tile's keep what they held: they meet only outputs that are
+    // not written. Values past the row's end are zero in both.
     for (var j = 0u; j < WPARTS; j++) {
         let q = li + j * WG;
-        let row_at = (q / per_row) * TKP + (q % per_row) * PV;
-        for (var i = 0u; i < PV4; i++) {
-            let h = to_f16(wv[j][i]);
-            wt[row_at + 4u * i] = h.x;
-            wt[row_at + 4u * i + 1u] = h.y;
-            wt[row_at + 4u * i + 2u] = h.z;
-            wt[row_at + 4u * i + 3u] = h.w;
+        if q / per_row < wrows {
+            let row_at = (q / per_row) * TKP4 + (q % per_row) * PV4;
+            for (var i = 0u; i < PV4; i++) {
+                wt[row_at + i] = wv[j][i];
+            }
         }
     }
     for (var j = 0u; j < XVECS; j++) {
         let q = li + j * WG;
-        let at = (q / (TK / 4u)) * TKP + 4u * (q % (TK / 4u));
-        let h = to_f16(xv[j]);
-        xt[at] = h.x;
-        xt[at + 1u] = h.y;
-        xt[at + 2u] = h.z;
-        xt[at + 3u] = h.w;
+        if q / (TK / 4u) < ntok {
+            xt[(q / (TK / 4u)) * TKP4 + q % (TK / 4u)] = to_f16(xv[j]);
+        }
     }
 }
 
@@ -92,19 +93,19 @@ fn write_blocks(li: u32, j: u32, col0: u32, wrows: u32, ntok: u32) {
 
 // The tile of rows wrow0.. of the part × the tokens in xrow, into output columns col0...
 fn coop_tile(li: u32, sg: u32, wrow0: u32, wrows: u32, ntok: u32, col0: u32) {
-    let a_at = (sg % RB) * 16u * TKP;
-    let b_at = (sg / RB) * NB * 16u * TKP;
+    let a_at = (sg % RB) * 16u * TKP4;
+    let b_at = (sg / RB) * NB * 16u * TKP4;
     var acc0 = coop_mat16x16<f32, C>();
     var acc1 = coop_mat16x16<f32, C>();
     for (var k0 = 0u; k0 < p.cols; k0 += TK) {
         load_tiles(li, k0, wrow0, wrows, ntok);
         workgroupBarrier();
-        for (var ks = 0u; ks < TK; ks += 16u) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[a_at + ks], TKP);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + ks], TKP);
+        for (var ks = 0u; ks < TK / 4u; ks += 4u) {
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[a_at + ks], TKP4);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + ks], TKP4);
             acc0 = coopMultiplyAdd(a, b0, acc0);
             if NB > 1u {
-                let b1 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + 16u * TKP + ks], TKP);
+                let b1 = coopLoad<coop_mat16x16<f16, B>>(&xt[b_at + 16u * TKP4 + ks], TKP4);
                 acc1 = coopMultiplyAdd(a, b1, acc1);
             }
         }

@@ -12,9 +12,11 @@
 // padding spread the threads' stores over the banks (as matmul_coop.wgsl's).
 const TKC: u32 = 64u;
 const TKCP: u32 = TKC + 8u;
+const TKCP4: u32 = TKCP / 4u;
 
-// The staged query rows (FQ rows of TKCP), then the cached rows (FK rows from row FQ).
-var<workgroup> stg: array<f16, (FQ + FK) * TKCP>;
+// The staged query rows (FQ rows of TKCP values), then the cached rows (FK rows from row FQ),
+// as f16 vec4s (one store each; the cooperative loads count in vec4s, as matmul_coop.wgsl's).
+var<workgroup> stg: array<vec4<f16>, (FQ + FK) * TKCP4>;
 // Each subgroup's 16×16 block of scores, column-major.
 var<workgroup> sblk: array<f32, FQ * FK>;
 
@@ -22,8 +24,8 @@ var<workgroup> sblk: array<f32, FQ * FK>;
 fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
     let cw4 = (p.lora + p.rope) / 4u;
     // Subgroup sg's block: query rows 16 (sg % 2).., cached rows 16 (sg / 2)...
-    let a_at = (sg % 2u) * 16u * TKCP;
-    let b_at = (FQ + (sg / 2u) * 16u) * TKCP;
+    let a_at = (sg % 2u) * 16u * TKCP4;
+    let b_at = (FQ + (sg / 2u) * 16u) * TKCP4;
     // Per pass each thread stages FQ · TKC / 4 / FWG query vec4s, then FK · TKC / 4 / FWG
     // cached ones.
     const QV: u32 = FQ * TKC / 4u / FWG;
@@ -49,19 +51,14 @@ fn flash_step_scores(q0: u32, rows: u32, k0: u32, n: u32, j: u32, sg: u32) {
         // next FK · TKC / 4: item j + u · FWG either way.
         for (var u = 0u; u < QV + KV; u++) {
             let idx = j + u * FWG;
-            let at = (idx / (TKC / 4u)) * TKCP + 4u * (idx % (TKC / 4u));
-            let h = to_f16(sv[u]);
-            stg[at] = h.x;
-            stg[at + 1u] = h.y;
-            stg[at + 2u] = h.z;
-            stg[at + 3u] = h.w;
+            stg[(idx / (TKC / 4u)) * TKCP4 + idx % (TKC / 4u)] = to_f16(sv[u]);
         }
         workgroupBarrier();
         // A: query rows × width, row-major; B: width × cached rows, stored a cached row at a
         // time (column-major).
-        for (var ks = 0u; ks < TKC; ks += 16u) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&stg[a_at + ks], TKCP);
-            let b = coopLoad<coop_mat16x16<f16, B>>(&stg[b_at + ks], TKCP);
+        for (var ks = 0u; ks < TKC / 4u; ks += 4u) {
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&stg[a_at + ks], TKCP4);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&stg[b_at + ks], TKCP4);
             acc = coopMultiplyAdd(a, b, acc);
         }
         // The next pass's stores overwrite what these read.

@@ -106,6 +106,15 @@ fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
     }
 }
 
+/// The cooperative-matrix products' weight values in f16 (`part_values_f16`): a type's own
+/// where it has one, else the generic one over `part_values`.
+fn half_parts_source(ty: GgmlType) -> &'static str {
+    match ty {
+        GgmlType::Q4_K => include_str!("../../../shaders/quant/half/q4_k.wgsl"),
+        _ => include_str!("../../../shaders/quant/half/generic.wgsl"),
+    }
+}
+
 /// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
 /// in x_q8.wgsl).
 pub const Q8_MAX_COLS: usize = 9216;
@@ -769,11 +778,12 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
         // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop | Kernel::MatmulGroupedCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
-             {F16_OPERANDS}\n{MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}",
+             {F16_OPERANDS}\n{MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}\n{}",
             COOP_TILE.0,
             COOP_TILE.1,
             weight_helpers(ty),
             typed(ty)?,
+            half_parts_source(ty),
             def.source
         ),
         (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
@@ -1218,6 +1228,137 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The values the cooperative-matrix products stage (`part_values_f16`, quant/half/) are
+    /// the block type's values rounded to f16. The products run only on GPUs CI does not have,
+    /// so this runs the decoders alone, one part per thread, on whatever adapter there is
+    /// (lavapipe in CI). Q4_K's own decoder computes in f16 (a few roundings of its 32-value
+    /// part's range at most); a nibble out of place would be off by a whole step.
+    #[test]
+    fn weight_parts_decode_to_f16_for_every_type() {
+        let gpu = super::super::WgpuBackend::new(None).expect("a Vulkan adapter");
+        let ctx = &gpu.ctx;
+        if !ctx.adapter.shader_f16 {
+            eprintln!("skipped: {} has no f16", ctx.adapter.name);
+            return;
+        }
+        let n = 1024;
+        // Values in (-1, 1) (a multiplicative hash of the index) times scales over three orders
+        // of magnitude, so that the blocks' scales differ.
+        let src: Vec<f32> = (0..n as u32)
+            .map(|i| {
+                let u = i.wrapping_mul(2654435761) >> 8;
+                (u as f32 / (1 << 23) as f32 - 1.0) * [0.01, 0.3, 4.0][i as usize / 64 % 3]
+            })
+            .collect();
+        for ty in SUPPORTED {
+            let bytes = crate::quant::quantize_rows(ty, &src, n, None).unwrap();
+            let want = crate::quant::dequantize(ty, &bytes, n).unwrap();
+            let module = bind_weight(
+                format!(
+                    "enable f16;\n{F16_OPERANDS}\n\
+                     @group(0) @binding(0) var<storage, read> w: array<u32>;\n\
+                     @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;\n\
+                     {}\n{}\n{}\n\
+                     @compute @workgroup_size(64)\n\
+                     fn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+                         let kv = id.x * PV;\n\
+                         if kv >= {n}u {{ return; }}\n\
+                         let v = part_values_f16((kv / QK) * BLOCK_BYTES, (kv % QK) / PV);\n\
+                         for (var i = 0u; i < PV4; i++) {{ out[kv / 4u + i] = vec4<f32>(v[i]); }}\n\
+                     }}\n",
+                    weight_helpers(ty),
+                    decoder(ty).unwrap(),
+                    half_parts_source(ty),
+                ),
+                ty,
+            );
+            let got = run_parts(ctx, &module, &bytes, n);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let part = &want[i / 32 * 32..][..32];
+                let range = part.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(
+                    (g - w).abs() <= w.abs() / 1024.0 + range / 512.0,
+                    "{ty} value {i}: {g} against {w}"
+                );
+            }
+        }
+    }
+
+    /// Runs `module`'s `main` over the `n` values of `weights`, one thread per 4 and a few
+    /// more, and reads its `n` outputs back.
+    fn run_parts(
+        ctx: &super::super::device::Context,
+        module: &str,
+        weights: &[u8],
+        n: usize,
+    ) -> Vec<f32> {
+        use wgpu::util::DeviceExt;
+        let d = &ctx.device;
+        let shader = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(module.into()),
+        });
+        let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &shader,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let mut padded = weights.to_vec();
+        padded.resize(weights.len().next_multiple_of(16), 0);
+        let w = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &padded,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let size = (n * 4) as u64;
+        let out = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: w.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: out.as_entire_binding(),
+                },
+            ],
+        });
+        let mut enc = d.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(n.div_ceil(4 * 64) as u32, 1, 1);
+        }
+        enc.copy_buffer_to_buffer(&out, 0, &read, 0, size);
+        ctx.queue.submit([enc.finish()]);
+        read.slice(..)
+            .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+        d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        let bytes = read.slice(..).get_mapped_range().unwrap().to_vec();
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 
     /// The cooperative-matrix kernels run only on GPUs CI does not have; this at least proves
