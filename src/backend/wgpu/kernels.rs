@@ -106,13 +106,20 @@ fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
     }
 }
 
-/// The cooperative-matrix products' weight values in f16 (`part_values_f16`): a type's own
-/// where it has one, else the generic one over `part_values`.
-fn half_parts_source(ty: GgmlType) -> &'static str {
-    match ty {
+/// The cooperative-matrix products' weight values in f16 (`part_values_f16`): a type's own,
+/// made from its integers without conversions (bytes.wgsl), where it has one, else the generic
+/// one over `part_values`.
+fn half_parts_source(ty: GgmlType) -> String {
+    let own = match ty {
         GgmlType::Q4_K => include_str!("../../../shaders/quant/half/q4_k.wgsl"),
-        _ => include_str!("../../../shaders/quant/half/generic.wgsl"),
-    }
+        GgmlType::Q6_K => include_str!("../../../shaders/quant/half/q6_k.wgsl"),
+        GgmlType::Q8_0 => include_str!("../../../shaders/quant/half/q8_0.wgsl"),
+        _ => return include_str!("../../../shaders/quant/half/generic.wgsl").to_string(),
+    };
+    format!(
+        "{}\n{own}",
+        include_str!("../../../shaders/quant/half/bytes.wgsl")
+    )
 }
 
 /// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
