@@ -20,21 +20,26 @@ fn k4_scale_min(h: vec4<u32>, s: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
-fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
-    // Blocks of 144 bytes start on a quad: three 16-byte loads, all independent.
+// Sub-block p's three quads: the block's first (d, dmin, scales), then the two of its 32 bytes of
+// nibbles. Blocks of 144 bytes start on a quad: three 16-byte loads, all independent.
+fn k4_quads(wb: u32, p: u32) -> array<vec4<u32>, 3> {
     let b = wb >> 4u;
-    let h = wq(b);
-    let qa = wq(b + 1u + 2u * (p / 2u));
-    let qb = wq(b + 2u + 2u * (p / 2u));
-    let dm = unpack2x16float(h.x);
-    let sm = k4_scale_min(h, p);
-    let dl = dm.x * sm.x;
-    let ml = dm.y * sm.y;
+    return array<vec4<u32>, 3>(wq(b), wq(b + 1u + 2u * (p / 2u)), wq(b + 2u + 2u * (p / 2u)));
+}
+
+// Sub-block s's scale and min from the block's first quad h: d · scale, dmin · min.
+fn k4_scale_min_values(h: vec4<u32>, s: u32) -> vec2<f32> {
+    return unpack2x16float(h.x) * k4_scale_min(h, s);
+}
+
+fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
+    let q = k4_quads(wb, p);
+    let sm = k4_scale_min_values(q[0], p);
     let shift = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (p & 1u);
     var o: array<vec4<f32>, PV4>;
     for (var i = 0u; i < 4u; i++) {
-        o[i] = dl * vec4<f32>((vec4<u32>(qa[i]) >> shift) & vec4<u32>(15u)) - ml;
-        o[i + 4u] = dl * vec4<f32>((vec4<u32>(qb[i]) >> shift) & vec4<u32>(15u)) - ml;
+        o[i] = sm.x * vec4<f32>((vec4<u32>(q[1][i]) >> shift) & vec4<u32>(15u)) - sm.y;
+        o[i + 4u] = sm.x * vec4<f32>((vec4<u32>(q[2][i]) >> shift) & vec4<u32>(15u)) - sm.y;
     }
     return o;
 }

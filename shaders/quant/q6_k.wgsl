@@ -6,23 +6,36 @@ const BLOCK_BYTES: u32 = 210u;
 const PV: u32 = 32u;
 const PV4: u32 = 8u;
 
-fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
-    let d = f16at(wb + 208u);
+// Part p (values 32 p..) of the block at wb: its first ql byte, its first qh byte, and the
+// shifts of its nibble in ql and of its 2 bits in qh.
+fn q6k_part(wb: u32, p: u32) -> vec4<u32> {
     let n = p / 4u;
     let k = p % 4u;
-    let ql0 = wb + 64u * n + 32u * (k % 2u);
-    let qh0 = wb + 128u + 32u * n;
-    let lshift = vec4<u32>(4u * (k / 2u));
-    let hshift = vec4<u32>(2u * k);
+    return vec4<u32>(wb + 64u * n + 32u * (k % 2u), wb + 128u + 32u * n, 4u * (k / 2u), 2u * k);
+}
+
+// The 6-bit values l.. of the part at `at` (q6k_part), four, as the bytes of a word.
+fn q6k_values(at: vec4<u32>, l: u32) -> u32 {
+    let lo = (u32at(at.x + l) >> at.z) & 0x0f0f0f0fu;
+    let hi = (u32at(at.y + l) >> at.w) & 0x03030303u;
+    return lo | (hi << 4u);
+}
+
+// Sub-part h's (16 values') scale of part p: a signed byte.
+fn q6k_scale(wb: u32, p: u32, h: u32) -> f32 {
+    return f32((i32(byte_at(wb + 192u + 2u * p + h)) << 24u) >> 24u);
+}
+
+fn part_values(wb: u32, p: u32) -> array<vec4<f32>, PV4> {
+    let d = f16at(wb + 208u);
+    let at = q6k_part(wb, p);
     var o: array<vec4<f32>, PV4>;
     for (var h = 0u; h < 2u; h++) {
-        let sc = f32((i32(byte_at(wb + 192u + 2u * p + h)) << 24u) >> 24u);
-        let dl = d * sc;
+        let dl = d * q6k_scale(wb, p, h);
         for (var i = 0u; i < 4u; i++) {
-            let l = 16u * h + 4u * i;
-            let lo = (b4(ql0 + l) >> lshift) & vec4<u32>(15u);
-            let hi = (b4(qh0 + l) >> hshift) & vec4<u32>(3u);
-            o[4u * h + i] = dl * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
+            let q = q6k_values(at, 16u * h + 4u * i);
+            let b = (vec4<u32>(q) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u);
+            o[4u * h + i] = dl * (vec4<f32>(b) - 32.0);
         }
     }
     return o;

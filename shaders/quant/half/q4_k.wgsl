@@ -5,18 +5,14 @@
 // clamps each value (f16_operands.wgsl).
 
 fn part_values_f16(wb: u32, p: u32) -> array<vec4<f16>, PV4> {
-    let b = wb >> 4u;
-    let h = wq(b);
-    let qa = wq(b + 1u + 2u * (p / 2u));
-    let qb = wq(b + 2u + 2u * (p / 2u));
-    let dm = unpack2x16float(h.x);
-    let sm = k4_scale_min(h, p);
-    let dl = vec4<f16>(f16(clamp(dm.x * sm.x, -F16_MAX / 32.0, F16_MAX / 32.0)));
-    let ml = vec4<f16>(f16(clamp(dm.y * sm.y, -F16_MAX / 2.0, F16_MAX / 2.0)));
+    let q = k4_quads(wb, p);
+    let sm = k4_scale_min_values(q[0], p);
+    let dl = vec4<f16>(f16(clamp(sm.x, -F16_MAX / 32.0, F16_MAX / 32.0)));
+    let ml = vec4<f16>(f16(clamp(sm.y, -F16_MAX / 2.0, F16_MAX / 2.0)));
     let shift = 4u * (p & 1u);
     var o: array<vec4<f16>, PV4>;
     for (var i = 0u; i < 8u; i++) {
-        let v = (select(qa[i % 4u], qb[i % 4u], i >= 4u) >> shift) & 0x0f0f0f0fu;
+        let v = (select(q[1][i % 4u], q[2][i % 4u], i >= 4u) >> shift) & 0x0f0f0f0fu;
         o[i] = fma(dl, bytes_at_1024(v) - vec4<f16>(1024.0h), -ml);
     }
     return o;
