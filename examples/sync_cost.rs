@@ -56,7 +56,13 @@ fn main() {
         std::process::exit(1);
     }
     println!("adapter: {}", info.name);
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let (device, queue) = match pollster::block_on(adapter.request_device(&Default::default())) {
+        Ok(dq) => dq,
+        Err(e) => {
+            eprintln!("sync_cost: opening {}: {e}", info.name);
+            std::process::exit(1);
+        }
+    };
     let buffer = |size: u64| {
         device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -97,7 +103,10 @@ fn main() {
         let cmd = enc.finish();
         let t = Instant::now();
         queue.submit([cmd]);
-        device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
+            eprintln!("sync_cost: waiting for the GPU: {e}");
+            std::process::exit(1);
+        }
         t.elapsed().as_secs_f64()
     };
     let n = 2000u32;
