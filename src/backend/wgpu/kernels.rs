@@ -1293,8 +1293,8 @@ mod tests {
         }
     }
 
-    /// Runs `module`'s `main` over the `n` values of `weights`, one thread per 4 and a few
-    /// more, and reads its `n` outputs back.
+    /// Runs `module`'s `main` over the `n` values of `weights` (a thread per part: enough
+    /// threads for parts of 4 values, the smallest) and reads its `n` outputs back.
     fn run_parts(
         ctx: &super::super::device::Context,
         module: &str,
