@@ -71,23 +71,18 @@ fn main() {
             mapped_at_creation: false,
         })
     };
-    let pipeline = |src: &str, n: f64| {
+    let pipeline = |src: &str, constants: &[(&str, f64)]| {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
             source: wgpu::ShaderSource::Wgsl(src.into()),
         });
-        let constants = [("N", n)];
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
             layout: None,
             module: &module,
             entry_point: Some("main"),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: if src.contains("override N") {
-                    &constants
-                } else {
-                    &[]
-                },
+                constants,
                 ..Default::default()
             },
             cache: None,
@@ -110,7 +105,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     };
     let n = 2000u32;
-    let empty = pipeline(EMPTY, 0.0);
+    let empty = pipeline(EMPTY, &[]);
     let b = buffer(1 << 16);
     let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
@@ -137,33 +132,34 @@ fn main() {
             best * 1e6 / n as f64
         );
     }
+    let grid = pipeline(GRID, &[("N", n as f64)]);
+    let out = buffer(1 << 16);
     for groups in [66u32, 132, 264] {
-        let grid = pipeline(GRID, n as f64);
-        let out = buffer(1 << 16);
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            // The count starts at zero: a fresh buffer each run.
-            let count = buffer(256);
-            let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &grid.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: count.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: out.as_entire_binding(),
-                    },
-                ],
-            });
-            best = best.min(time(&|pass| {
-                pass.set_pipeline(&grid);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(groups, 1, 1);
-            }));
-        }
+        let best = (0..5)
+            .map(|_| {
+                // The count starts at zero: a fresh buffer each run.
+                let count = buffer(256);
+                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &grid.get_bind_group_layout(0),
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: count.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: out.as_entire_binding(),
+                        },
+                    ],
+                });
+                time(&|pass| {
+                    pass.set_pipeline(&grid);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(groups, 1, 1);
+                })
+            })
+            .fold(f64::MAX, f64::min);
         println!(
             "grid barriers over {groups} workgroups in one dispatch: {:.2} us each",
             best * 1e6 / n as f64
