@@ -122,6 +122,12 @@ fn half_parts_source(ty: GgmlType) -> String {
     )
 }
 
+/// What a cooperative-matrix product includes for weights of `ty` (decoder `dec`): the word
+/// and byte helpers, the decoder, and its f16 values (`part_values_f16`).
+fn half_weight_source(ty: GgmlType, dec: &str) -> String {
+    format!("{}\n{dec}\n{}", weight_helpers(ty), half_parts_source(ty))
+}
+
 /// Longest rows whose activations the integer dot products stage in workgroup memory (XQ_MAX
 /// in x_q8.wgsl).
 pub const Q8_MAX_COLS: usize = 9216;
@@ -785,12 +791,10 @@ fn assemble(key: KernelKey, def: &Def, sg: Option<u32>) -> Result<String> {
         // The `enable` directives must open the module; the tile shape comes from the host.
         (Kernel::MatmulCoop | Kernel::MatmulGroupedCoop, _, Some(ty)) => format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
-             {F16_OPERANDS}\n{MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}\n{}\n{}",
+             {F16_OPERANDS}\n{MATMUL_IO}\n{MATMUL_TILES}\n{}\n{}",
             COOP_TILE.0,
             COOP_TILE.1,
-            weight_helpers(ty),
-            typed(ty)?,
-            half_parts_source(ty),
+            half_weight_source(ty, typed(ty)?),
             def.source
         ),
         (_, true, Some(ty)) => format!("{}\n{}\n{}", weight_helpers(ty), typed(ty)?, def.source),
@@ -1267,7 +1271,7 @@ mod tests {
                     "enable f16;\n{F16_OPERANDS}\n\
                      @group(0) @binding(0) var<storage, read> w: array<u32>;\n\
                      @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;\n\
-                     {}\n{}\n{}\n\
+                     {}\n\
                      @compute @workgroup_size(64)\n\
                      fn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
                          let kv = id.x * PV;\n\
@@ -1275,9 +1279,7 @@ mod tests {
                          let v = part_values_f16((kv / QK) * BLOCK_BYTES, (kv % QK) / PV);\n\
                          for (var i = 0u; i < PV4; i++) {{ out[kv / 4u + i] = vec4<f32>(v[i]); }}\n\
                      }}\n",
-                    weight_helpers(ty),
-                    decoder(ty).unwrap(),
-                    half_parts_source(ty),
+                    half_weight_source(ty, decoder(ty).unwrap()),
                 ),
                 ty,
             );
