@@ -4,6 +4,7 @@
 //! (`shaders/quant/<type>.wgsl`) prepended; layouts come from the shader itself.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::super::{BackendError, Result};
@@ -974,6 +975,26 @@ fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Com
     let source = source(key, &def, sg)?;
     let writes = writable(&source, def.storage);
     let label = key.label();
+    let constants: Vec<(&str, f64)> = if key.spec == 0 {
+        Vec::new()
+    } else {
+        def.spec
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| (name, ((key.spec >> (16 * i)) & 0xffff) as f64))
+            .filter(|&(_, v)| v != 0.0)
+            .collect()
+    };
+    if let Some(dir) = std::env::var_os("KILN_KERNEL_DUMP") {
+        dump(
+            Path::new(&dir),
+            &label,
+            key.spec,
+            def.entry,
+            &constants,
+            &source,
+        )?;
+    }
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(&label),
@@ -987,16 +1008,6 @@ fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Com
     // is bounded by its parameters. Vulkan's robust buffer access stays on underneath.
     let module = unsafe {
         device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-    };
-    let constants: Vec<(&str, f64)> = if key.spec == 0 {
-        Vec::new()
-    } else {
-        def.spec
-            .iter()
-            .enumerate()
-            .map(|(i, &name)| (name, ((key.spec >> (16 * i)) & 0xffff) as f64))
-            .filter(|&(_, v)| v != 0.0)
-            .collect()
     };
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
@@ -1022,6 +1033,30 @@ fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Com
     })
 }
 
+/// `KILN_KERNEL_DUMP=DIR`: each compiled kernel's WGSL goes to DIR, its entry point and
+/// `override` constants in leading `// kiln-kernel` lines, for `examples/pipeline_stats.rs`,
+/// which asks the driver what the compiled kernels cost in registers (wgpu cannot say).
+fn dump(
+    dir: &Path,
+    label: &str,
+    spec: u64,
+    entry: &str,
+    constants: &[(&str, f64)],
+    source: &str,
+) -> Result<()> {
+    let name: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut text = format!("// kiln-kernel label {label}\n// kiln-kernel entry {entry}\n");
+    for (k, v) in constants {
+        text += &format!("// kiln-kernel constant {k} {v}\n");
+    }
+    text += source;
+    let path = dir.join(format!("{name}_{spec:x}.wgsl"));
+    std::fs::write(&path, text).map_err(|e| BackendError::Gpu(format!("{}: {e}", path.display())))
+}
+
 /// The places in `storage` of the bindings that `source` declares read_write.
 fn writable(source: &str, storage: &[u32]) -> Vec<usize> {
     let written: Vec<u32> = source
@@ -1037,6 +1072,30 @@ fn writable(source: &str, storage: &[u32]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dumped kernel names its label, entry point and constants in the lines that
+    /// examples/pipeline_stats.rs reads before the source, under a file name of its own per
+    /// label and constants.
+    #[test]
+    fn dump_heads_the_source_with_entry_and_constants() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "@compute @workgroup_size(1)\nfn main() {}\n";
+        dump(
+            dir.path(),
+            "matvec Q4_K q8",
+            0x10002,
+            "matvec",
+            &[("TPR", 2.0), ("RT", 1.0)],
+            src,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("matvec_Q4_K_q8_10002.wgsl")).unwrap();
+        let head = "// kiln-kernel label matvec Q4_K q8\n// kiln-kernel entry matvec\n\
+                    // kiln-kernel constant TPR 2\n// kiln-kernel constant RT 1\n";
+        assert_eq!(text, format!("{head}{src}"));
+        let missing = dump(&dir.path().join("none"), "add", 0, "add", &[], src).unwrap_err();
+        assert!(missing.to_string().contains("none"), "{missing}");
+    }
 
     #[test]
     fn rename_for_weight_touches_the_binding_and_the_defined_functions_only() {
