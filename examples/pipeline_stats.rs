@@ -260,38 +260,45 @@ impl Gpu {
     ) -> Result<Vec<(String, String)>> {
         let d = &self.device;
         let entry = CString::new(entry)?;
-        // SAFETY: the handles made here are used only here; the pipeline is destroyed after
-        // its statistics are read.
+        let mut h = Handles {
+            device: d,
+            module: vk::ShaderModule::null(),
+            set: vk::DescriptorSetLayout::null(),
+            layout: vk::PipelineLayout::null(),
+            pipeline: vk::Pipeline::null(),
+        };
+        // SAFETY: the handles made here are used only here, and `h` destroys them on every
+        // way out.
         unsafe {
-            let module =
+            h.module =
                 d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(spv), None)?;
-            let set = d.create_descriptor_set_layout(
+            h.set = d.create_descriptor_set_layout(
                 &vk::DescriptorSetLayoutCreateInfo::default().bindings(bindings),
                 None,
             )?;
-            let sets = [set];
-            let layout = d.create_pipeline_layout(
+            let sets = [h.set];
+            h.layout = d.create_pipeline_layout(
                 &vk::PipelineLayoutCreateInfo::default().set_layouts(&sets),
                 None,
             )?;
             let stage = vk::PipelineShaderStageCreateInfo::default()
                 .stage(vk::ShaderStageFlags::COMPUTE)
-                .module(module)
+                .module(h.module)
                 .name(&entry);
             let info = vk::ComputePipelineCreateInfo::default()
                 .stage(stage)
-                .layout(layout)
+                .layout(h.layout)
                 .flags(vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR);
-            let pipeline = d
+            h.pipeline = d
                 .create_compute_pipelines(vk::PipelineCache::null(), &[info], None)
                 .map_err(|(_, e)| anyhow!("creating the pipeline: {e}"))?[0];
             let mut out = Vec::new();
             let execs = self.exec.get_pipeline_executable_properties(
-                &vk::PipelineInfoKHR::default().pipeline(pipeline),
+                &vk::PipelineInfoKHR::default().pipeline(h.pipeline),
             )?;
             for i in 0..execs.len() as u32 {
                 let info = vk::PipelineExecutableInfoKHR::default()
-                    .pipeline(pipeline)
+                    .pipeline(h.pipeline)
                     .executable_index(i);
                 for s in self.exec.get_pipeline_executable_statistics(&info)? {
                     let name = s
@@ -309,11 +316,29 @@ impl Gpu {
                     out.push((name, value));
                 }
             }
-            d.destroy_pipeline(pipeline, None);
-            d.destroy_pipeline_layout(layout, None);
-            d.destroy_descriptor_set_layout(set, None);
-            d.destroy_shader_module(module, None);
             Ok(out)
+        }
+    }
+}
+
+/// One pipeline's Vulkan objects, destroyed when it goes out of scope (a null handle, not yet
+/// made, is a no-op to destroy).
+struct Handles<'a> {
+    device: &'a ash::Device,
+    module: vk::ShaderModule,
+    set: vk::DescriptorSetLayout,
+    layout: vk::PipelineLayout,
+    pipeline: vk::Pipeline,
+}
+
+impl Drop for Handles<'_> {
+    fn drop(&mut self) {
+        // SAFETY: nothing uses the handles any more; the device outlives them.
+        unsafe {
+            self.device.destroy_pipeline(self.pipeline, None);
+            self.device.destroy_pipeline_layout(self.layout, None);
+            self.device.destroy_descriptor_set_layout(self.set, None);
+            self.device.destroy_shader_module(self.module, None);
         }
     }
 }

@@ -1033,9 +1033,10 @@ fn compile(device: &wgpu::Device, key: KernelKey, sg: Option<u32>) -> Result<Com
     })
 }
 
-/// `KILN_KERNEL_DUMP=DIR`: each compiled kernel's WGSL goes to DIR, its entry point and
-/// `override` constants in leading `// kiln-kernel` lines, for `examples/pipeline_stats.rs`,
-/// which asks the driver what the compiled kernels cost in registers (wgpu cannot say).
+/// `KILN_KERNEL_DUMP=DIR`: each compiled kernel's WGSL goes to DIR (made if missing), its
+/// entry point and `override` constants in leading `// kiln-kernel` lines, for
+/// `examples/pipeline_stats.rs`, which asks the driver what the compiled kernels cost in
+/// registers (wgpu cannot say).
 fn dump(
     dir: &Path,
     label: &str,
@@ -1054,7 +1055,9 @@ fn dump(
     }
     text += source;
     let path = dir.join(format!("{name}_{spec:x}.wgsl"));
-    std::fs::write(&path, text).map_err(|e| BackendError::Gpu(format!("{}: {e}", path.display())))
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| BackendError::Gpu(format!("KILN_KERNEL_DUMP: {}: {e}", path.display())))
 }
 
 /// The places in `storage` of the bindings that `source` declares read_write.
@@ -1093,8 +1096,12 @@ mod tests {
         let head = "// kiln-kernel label matvec Q4_K q8\n// kiln-kernel entry matvec\n\
                     // kiln-kernel constant TPR 2\n// kiln-kernel constant RT 1\n";
         assert_eq!(text, format!("{head}{src}"));
-        let missing = dump(&dir.path().join("none"), "add", 0, "add", &[], src).unwrap_err();
-        assert!(missing.to_string().contains("none"), "{missing}");
+        // A missing directory is made; one that cannot be (under a file) is a one-line error.
+        dump(&dir.path().join("new"), "add", 0, "add", &[], src).unwrap();
+        assert!(dir.path().join("new/add_0.wgsl").exists());
+        let file = dir.path().join("matvec_Q4_K_q8_10002.wgsl");
+        let bad = dump(&file.join("sub"), "add", 0, "add", &[], src).unwrap_err();
+        assert!(bad.to_string().contains("KILN_KERNEL_DUMP"), "{bad}");
     }
 
     #[test]
