@@ -103,6 +103,7 @@ fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
     match (ty, q8) {
         (GgmlType::Q4_K, true) => include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl"),
         (GgmlType::Q4_K, false) => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
+        (GgmlType::Q6_K, true) => include_str!("../../../shaders/quant/dot/q6_k_q8.wgsl"),
         _ => include_str!("../../../shaders/quant/dot/generic.wgsl"),
     }
 }
@@ -144,7 +145,7 @@ pub fn staging_for(values: usize) -> u32 {
 /// Whether decode products of `ty` rows of `cols` values can run on integer dot products
 /// against 8-bit activations (x_q8.wgsl), as ggml's quantized dot products do.
 pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
-    ty == GgmlType::Q4_K && cols <= Q8_MAX_COLS
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && cols <= Q8_MAX_COLS
 }
 
 /// What the decode products' 8-bit staging reads as the activations (`x_at` in x_q8.wgsl).
@@ -1182,8 +1183,8 @@ mod tests {
         Ok((module, info))
     }
 
-    /// Every decode product on integer dot products compiles (CI's lavapipe runs them too; this
-    /// pins the SPIR-V that a GPU with integer dot products gets).
+    /// Every decode product on integer dot products (Q4_K's and Q6_K's) compiles (CI's
+    /// lavapipe runs them too; this pins the SPIR-V that a GPU with integer dot products gets).
     #[test]
     fn q8_decode_kernels_compile() {
         for kernel in [
@@ -1198,14 +1199,21 @@ mod tests {
             Kernel::MoeDown,
             Kernel::MoeDownSwiglu,
         ] {
-            for q8_row in [false, true] {
-                let key = KernelKey {
-                    q8: true,
-                    q8_row,
-                    ..KernelKey::typed(kernel, GgmlType::Q4_K)
-                };
-                if let Err(e) = to_spirv(key, true) {
-                    panic!("{}: {e}", key.label());
+            for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+                // The entries that read an 8-bit SwiGLU row are Q4_K's unit-load ones.
+                let unit_only = matches!(kernel, Kernel::MatmulSelPairSwigluQ8 | Kernel::MoeDown);
+                if unit_only && !unit_loads(ty, true) {
+                    continue;
+                }
+                for q8_row in [false, true] {
+                    let key = KernelKey {
+                        q8: true,
+                        q8_row,
+                        ..KernelKey::typed(kernel, ty)
+                    };
+                    if let Err(e) = to_spirv(key, true) {
+                        panic!("{}: {e}", key.label());
+                    }
                 }
             }
         }

@@ -116,9 +116,11 @@ fn decode_kernel(
             | Kernel::MoeDown
             | Kernel::MoeDownSwiglu
     );
-    // A type whose lanes load units ahead gets up to one subgroup's worth of lanes per row in
-    // the several-weight kernels, up to ROW_LANES elsewhere.
-    let tpr = if ahead {
+    let q8 = q8 && kernels::q8_dots(w.ty, w.ne[0]);
+    // A type whose lanes load units ahead, or that runs on integer dot products (a lane then
+    // takes 64 values a step), gets up to one subgroup's worth of lanes per row in the
+    // several-weight kernels, up to ROW_LANES elsewhere.
+    let tpr = if ahead || q8 {
         units
             .next_power_of_two()
             .clamp(4, if several { 32 } else { ROW_LANES })
@@ -126,7 +128,6 @@ fn decode_kernel(
         threads_per_row(w.ty, w.ne[0], rows)
     };
     let groups = MV_WG / tpr;
-    let q8 = q8 && kernels::q8_dots(w.ty, w.ne[0]);
     // The unit-load entries of the several-weight kernels hold one row's loads per lane at a
     // time (UNIT_ENTRY_ROWS rows in turn).
     let unit_entry = several && kernels::unit_loads(w.ty, q8);
