@@ -37,3 +37,18 @@ fn b4i(off: u32) -> vec4<i32> {
     let x = bitcast<i32>(u32at(off));
     return vec4<i32>((x << 24u) >> 24u, (x << 16u) >> 24u, (x << 8u) >> 24u, x >> 24u);
 }
+
+// The 16 bytes at byte offset `off`, whatever its alignment: five word loads, where four
+// `u32at` would make eight. The fifth word is read only where `off` is not 4-byte aligned; the
+// integer dot products use it only where more of the block follows (dot/q6_k_q8.wgsl,
+// dot/q3_k_q8.wgsl).
+fn bytes16at(off: u32) -> vec4<u32> {
+    let i = off >> 2u;
+    let a = vec4<u32>(wd(i), wd(i + 1u), wd(i + 2u), wd(i + 3u));
+    let sh = (off & 3u) * 8u;
+    if sh == 0u {
+        return a;
+    }
+    let b = vec4<u32>(a.y, a.z, a.w, wd(i + 4u));
+    return (a >> vec4<u32>(sh)) | (b << vec4<u32>(32u - sh));
+}

@@ -16,13 +16,13 @@ use kiln::quant::{GgmlType, quantize_rows};
 
 /// NMSE bound of f32 ops (different summation orders, GPU exp/log).
 const F32_NMSE: f64 = 1e-7;
-/// Decode products of Q4_K and Q6_K weights run on integer dot products against 8-bit
+/// Decode products of Q4_K, Q6_K and Q3_K weights run on integer dot products against 8-bit
 /// activations (ggml's way) unless the backend is exact: their error is the activations'
 /// rounding, bounded as llama.cpp's test-backend-ops bounds its products.
 const Q8_NMSE: f64 = 5e-4;
 
 fn decode_nmse(g: &WgpuBackend, ty: GgmlType) -> f64 {
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && !g.exact() {
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q3_K) && !g.exact() {
         Q8_NMSE
     } else {
         F32_NMSE

@@ -99,12 +99,19 @@ fn decoder(ty: GgmlType) -> Option<&'static str> {
 /// The decode products' `rows_dot` for `ty` (its dot file): a type's own where it has one, else
 /// the generic one over `part_values`; on integer dot products against 8-bit activations
 /// (`q8`, see [`q8_dots`]) where the type has them.
-fn dot_source(ty: GgmlType, q8: bool) -> &'static str {
+fn dot_source(ty: GgmlType, q8: bool) -> String {
+    let pairs = |own: &str| {
+        format!(
+            "{own}\n{}",
+            include_str!("../../../shaders/quant/dot/part_pairs_q8.wgsl")
+        )
+    };
     match (ty, q8) {
-        (GgmlType::Q4_K, true) => include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl"),
-        (GgmlType::Q4_K, false) => include_str!("../../../shaders/quant/dot/q4_k.wgsl"),
-        (GgmlType::Q6_K, true) => include_str!("../../../shaders/quant/dot/q6_k_q8.wgsl"),
-        _ => include_str!("../../../shaders/quant/dot/generic.wgsl"),
+        (GgmlType::Q4_K, true) => include_str!("../../../shaders/quant/dot/q4_k_q8.wgsl").into(),
+        (GgmlType::Q4_K, false) => include_str!("../../../shaders/quant/dot/q4_k.wgsl").into(),
+        (GgmlType::Q6_K, true) => pairs(include_str!("../../../shaders/quant/dot/q6_k_q8.wgsl")),
+        (GgmlType::Q3_K, true) => pairs(include_str!("../../../shaders/quant/dot/q3_k_q8.wgsl")),
+        _ => include_str!("../../../shaders/quant/dot/generic.wgsl").into(),
     }
 }
 
@@ -145,7 +152,7 @@ pub fn staging_for(values: usize) -> u32 {
 /// Whether decode products of `ty` rows of `cols` values can run on integer dot products
 /// against 8-bit activations (x_q8.wgsl), as ggml's quantized dot products do.
 pub fn q8_dots(ty: GgmlType, cols: usize) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && cols <= Q8_MAX_COLS
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q3_K) && cols <= Q8_MAX_COLS
 }
 
 /// What the decode products' 8-bit staging reads as the activations (`x_at` in x_q8.wgsl).
@@ -859,10 +866,10 @@ fn fused_source(
         "{}\n{}\n{}\n{ROWS_DOT}",
         weight_helpers(ty),
         without_consts(dec),
-        without_consts(dot)
+        without_consts(&dot)
     );
     let elem = if quad_blocks(ty) { "vec4<u32>" } else { "u32" };
-    let mut s = consts(dec) + &consts(dot);
+    let mut s = consts(dec) + &consts(&dot);
     for j in 0..jobs {
         s += &rename_for_weight(&helpers, j, fused.own_inputs);
         s += &format!(
@@ -1183,7 +1190,7 @@ mod tests {
         Ok((module, info))
     }
 
-    /// Every decode product on integer dot products (Q4_K's and Q6_K's) compiles (CI's
+    /// Every decode product on integer dot products (Q4_K's, Q6_K's, Q3_K's) compiles (CI's
     /// lavapipe runs them too; this pins the SPIR-V that a GPU with integer dot products gets).
     #[test]
     fn q8_decode_kernels_compile() {
@@ -1199,7 +1206,7 @@ mod tests {
             Kernel::MoeDown,
             Kernel::MoeDownSwiglu,
         ] {
-            for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q3_K] {
                 // The entries that read an 8-bit SwiGLU row are Q4_K's unit-load ones.
                 let unit_only = matches!(kernel, Kernel::MatmulSelPairSwigluQ8 | Kernel::MoeDown);
                 if unit_only && !unit_loads(ty, true) {
