@@ -1513,12 +1513,19 @@ impl MoeCase {
 /// which the expert products read, so the norm needs no dispatch (four in all). On integer
 /// dot products and exact, with and without subgroups, against the CPU's product, add_rms_norm
 /// and MoE: the MoE's output, the residual, and the normed row read back (which `norm_settle`
-/// finishes). A prompt runs the norm on its own.
+/// finishes). A prompt runs the norm on its own. The same where the shared expert's type is
+/// not the experts' (the 24 GiB recipe's Q6_K beside Q3_K): its products run apart, after the
+/// router chose, on the row it finished.
 #[test]
 fn the_moe_router_finishes_the_norm_before_it() {
     let c = cpu();
     let mut r = Rng(23);
-    let case = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
+    let same = MoeCase::new(GgmlType::Q4_K, 256, 256, 8, 3, true, &mut r);
+    let mut apart = MoeCase::new(GgmlType::Q3_K, 256, 256, 8, 3, true, &mut r);
+    for (i, name) in ["gate_sh", "up_sh", "down_sh"].into_iter().enumerate() {
+        let v = r.vec(256 * 256, 0.2);
+        apart.tensors[5 + i] = Tensor::new(name, GgmlType::Q6_K, [256, 256, 1, 1], &v);
+    }
     let proj = Tensor::new(
         "proj",
         GgmlType::Q4_K,
@@ -1526,23 +1533,26 @@ fn the_moe_router_finishes_the_norm_before_it() {
         &r.vec(512 * 256, 0.2),
     );
     let norm = Tensor::new("norm", GgmlType::F32, [256, 1, 1, 1], &r.vec(256, 1.0));
-    for (exact, subgroups) in [(false, true), (true, true), (false, false)] {
-        let mut g = gpu();
-        g.set_exact(exact);
-        if !subgroups {
-            g.without_subgroups();
-        }
-        for t in [1, 1, 3] {
-            let (x, acc) = (r.vec(t * 512, 1.0), r.vec(t * 256, 1.0));
-            let before = Some((&proj, acc.as_slice(), &norm));
-            let got = case.run_after(&g, &x, t, before);
-            let want = case.run_after(&c, &x, t, before);
-            let n = t * 256;
-            let bound = decode_nmse(&g, GgmlType::Q4_K);
-            for (i, name) in ["moe", "residual", "normed"].iter().enumerate() {
-                let span = i * n..(i + 1) * n;
-                let what = format!("exact {exact} subgroups {subgroups} t {t}: {name}");
-                assert_close(&what, &got[span.clone()], &want[span], bound);
+    for case in [&same, &apart] {
+        let ty = case.tensors[2].ty;
+        for (exact, subgroups) in [(false, true), (true, true), (false, false)] {
+            let mut g = gpu();
+            g.set_exact(exact);
+            if !subgroups {
+                g.without_subgroups();
+            }
+            for t in [1, 1, 3] {
+                let (x, acc) = (r.vec(t * 512, 1.0), r.vec(t * 256, 1.0));
+                let before = Some((&proj, acc.as_slice(), &norm));
+                let got = case.run_after(&g, &x, t, before);
+                let want = case.run_after(&c, &x, t, before);
+                let n = t * 256;
+                let bound = decode_nmse(&g, ty);
+                for (i, name) in ["moe", "residual", "normed"].iter().enumerate() {
+                    let span = i * n..(i + 1) * n;
+                    let what = format!("{ty} exact {exact} subgroups {subgroups} t {t}: {name}");
+                    assert_close(&what, &got[span.clone()], &want[span], bound);
+                }
             }
         }
     }
@@ -1552,7 +1562,7 @@ fn the_moe_router_finishes_the_norm_before_it() {
     }
     g.set_profiling(true).unwrap();
     let (x, acc) = (r.vec(512, 1.0), r.vec(256, 1.0));
-    let _ = case.run_after(&g, &x, 1, Some((&proj, &acc, &norm)));
+    let _ = same.run_after(&g, &x, 1, Some((&proj, &acc, &norm)));
     let report = g.profile().unwrap();
     let names: Vec<&str> = report.iter().map(|k| k.name.as_str()).collect();
     let calls: u64 = report.iter().map(|k| k.calls).sum();
@@ -1565,6 +1575,13 @@ fn the_moe_router_finishes_the_norm_before_it() {
     ] {
         assert!(names.contains(&name), "{names:?}");
     }
+    // Apart, the router still chooses in its own dispatch: no `moe_route`.
+    g.set_profiling(true).unwrap();
+    let _ = apart.run_after(&g, &x, 1, Some((&proj, &acc, &norm)));
+    let report = g.profile().unwrap();
+    let names: Vec<&str> = report.iter().map(|k| k.name.as_str()).collect();
+    assert!(names.contains(&"moe_router_route"), "{names:?}");
+    assert!(!names.contains(&"moe_route"), "{names:?}");
 }
 
 #[test]

@@ -127,10 +127,15 @@ impl WgpuBackend {
             f(w.scale),
         ];
         // A decoded token's F32 router product also chooses the experts (moe_router_route)
-        // where the shared expert's gate and up do not run beside it.
-        let shared_apart = shared.is_some() && !rides;
+        // where the shared expert's gate and up do not run beside it, in one dispatch with it
+        // (theirs being F32 too). Of another type than the experts' and the router's (Q6_K
+        // beside Q3_K experts in the 24 GiB recipe), they run after it, on the row it finished.
+        let shared_beside = !rides
+            && w.shared
+                .as_ref()
+                .is_some_and(|sh| [&sh.gate, &sh.up].iter().any(|m| m.fuses_with(&w.router)));
         let router_routes = t == 1
-            && !shared_apart
+            && !shared_beside
             && w.router.ty == GgmlType::F32
             && w.router.parts.len() == 1
             && hidden % 4 == 0
