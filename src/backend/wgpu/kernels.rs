@@ -122,6 +122,7 @@ fn half_parts_source(ty: GgmlType) -> String {
     let own = match ty {
         GgmlType::Q4_K => include_str!("../../../shaders/quant/half/q4_k.wgsl"),
         GgmlType::Q6_K => include_str!("../../../shaders/quant/half/q6_k.wgsl"),
+        GgmlType::Q3_K => include_str!("../../../shaders/quant/half/q3_k.wgsl"),
         GgmlType::Q8_0 => include_str!("../../../shaders/quant/half/q8_0.wgsl"),
         _ => return include_str!("../../../shaders/quant/half/generic.wgsl").to_string(),
     };
