@@ -1,16 +1,16 @@
 // A decode product's activation row as 8-bit integers in workgroup memory, for the integer dot
-// products of the weight types that have them (dot/q4_k_q8.wgsl): per group of 32 values one
-// scale d = max|x| / 127 and the sums of its two halves' quantized values times d (the min
-// corrections: with the same rounding as the products, their errors cancel), as ggml's
-// activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
+// products of the weight types that have them (dot/q4_k_q8.wgsl, q6_k_q8.wgsl, q3_k_q8.wgsl): per
+// group of 32 values one scale d = max|x| / 127 and the sums of its two halves' quantized values
+// times d (the min corrections: with the same rounding as the products, their errors cancel), as
+// ggml's activations in Q8 blocks, so that a 4-bit weight word multiplies 4 activations in one
 // dot4I8Packed instead of 4 conversions and multiply-adds. The values come through `x_at`
-// (x_in.wgsl; x_in_swiglu.wgsl for a decoded token's `moe_down`; x_in_gated_norm.wgsl for a
-// decoded token's KDA output projection), after `x_prepare` (what they need first). Each
-// workgroup stages its one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the
-// host checks), or with `stage_rows` several consecutive rows (n values in all, at most
-// XQ_MAX); `rows_dot` then finds the row of x from vec4 index xb at staged group
-// (xb - x_base) / 8. The host builds each kernel with XQ_MAX set to what it stages (kernels.rs,
-// staging_for): workgroup memory reserved for the longest row slowed the shorter rows' products.
+// (x_in.wgsl; x_in_swiglu.wgsl for a decoded token's `moe_down`; x_in_gated_norm.wgsl for a decoded
+// token's KDA output projection), after `x_prepare` (what they need first). Each workgroup stages
+// its one row (x from vec4 index xb0, p.cols values, at most XQ_MAX: the host checks), or with
+// `stage_rows` several consecutive rows (n values in all, at most XQ_MAX); `rows_dot` then finds
+// the row of x from vec4 index xb at staged group (xb - x_base) / 8. The host builds each kernel
+// with XQ_MAX set to what it stages (kernels.rs, staging_for): workgroup memory reserved for the
+// longest row slowed the shorter rows' products.
 const XQ_MAX: u32 = 9216u;
 
 var<workgroup> xq: array<vec4<u32>, XQ_MAX / 16u>;

@@ -1,11 +1,10 @@
-// The decode products' walk over rows on integer dot products for the types that multiply
-// two 32-value parts of a block at a time (dot/q6_k_q8.wgsl, dot/q3_k_q8.wgsl, appended after
-// this type's file, which defines `part_pair_dot`), against the activation row in 8 bits that
-// x_q8.wgsl staged in workgroup memory or x_q8_global.wgsl reads from memory, through the same
-// `unit_x` as dot/q4_k_q8.wgsl: parts 2 pair and 2 pair + 1 of a block (64 values) are Q4_K's
-// unit pair u, u + 1 (u = 8 block + 2 pair), whose `unit_x(u)` holds the first halves of the
-// same two groups of activations (the first part's in .lo, the second's in .hi) and
-// `unit_x(u + 1)` their second halves.
+// The decode products' walk over rows on integer dot products, two 32-value parts of a block (64
+// values) at a time per lane: appended after the type's file (dot/q6_k_q8.wgsl, dot/q3_k_q8.wgsl;
+// Q4_K's keeps its own copy in quads), which defines `part_pair_dot`, against the activation row in
+// 8 bits that x_q8.wgsl staged in workgroup memory or x_q8_global.wgsl reads from memory
+// (`unit_x`). Parts 2 pair and 2 pair + 1 of a block are Q4_K's unit pair u, u + 1 (u = 8 block + 2
+// pair), whose `unit_x(u)` holds the first halves of the same two groups of activations (the first
+// part's in .lo, the second's in .hi) and `unit_x(u + 1)` their second halves.
 
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
 // activations of the row that x holds from vec4 index xb0: the row's part pairs lane,
