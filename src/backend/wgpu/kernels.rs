@@ -98,7 +98,8 @@ fn decoder(ty: GgmlType) -> Option<&'static str> {
 
 /// The decode products' `rows_dot` for `ty` (its dot file): a type's own where it has one, else
 /// the generic one over `part_values`; on integer dot products against 8-bit activations
-/// (`q8`, see [`q8_dots`]) where the type has them.
+/// (`q8`, see [`q8_dots`]) where the type has them (Q6_K's and Q3_K's through the walk over
+/// part pairs they share, dot/part_pairs_q8.wgsl).
 fn dot_source(ty: GgmlType, q8: bool) -> String {
     let pairs = |own: &str| {
         format!(
