@@ -14,11 +14,15 @@ fn q6k_part(wb: u32, p: u32) -> vec4<u32> {
     return vec4<u32>(wb + 64u * n + 32u * (k % 2u), wb + 128u + 32u * n, 4u * (k / 2u), 2u * k);
 }
 
+// The 6-bit values of the part at `at` (q6k_part) whose ql and qh bytes are the words `ql`
+// and `qh`, four, as the bytes of a word.
+fn q6k_word(ql: u32, qh: u32, at: vec4<u32>) -> u32 {
+    return ((ql >> at.z) & 0x0f0f0f0fu) | (((qh >> at.w) & 0x03030303u) << 4u);
+}
+
 // The 6-bit values l.. of the part at `at` (q6k_part), four, as the bytes of a word.
 fn q6k_values(at: vec4<u32>, l: u32) -> u32 {
-    let lo = (u32at(at.x + l) >> at.z) & 0x0f0f0f0fu;
-    let hi = (u32at(at.y + l) >> at.w) & 0x03030303u;
-    return lo | (hi << 4u);
+    return q6k_word(u32at(at.x + l), u32at(at.y + l), at);
 }
 
 // Sub-part h's (16 values') scale of part p: a signed byte.

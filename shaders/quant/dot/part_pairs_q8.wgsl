@@ -6,6 +6,12 @@
 // pair), whose `unit_x(u)` holds the first halves of the same two groups of activations (the first
 // part's in .lo, the second's in .hi) and `unit_x(u + 1)` their second halves.
 
+// Σ over 16 values of the 8-bit codes q (4 to a word) times the activations xw.
+fn dot16(q: vec4<u32>, xw: vec4<u32>) -> i32 {
+    return dot4I8Packed(q.x, xw.x) + dot4I8Packed(q.y, xw.y) + dot4I8Packed(q.z, xw.z)
+        + dot4I8Packed(q.w, xw.w);
+}
+
 // This lane's share of rows klo..khi (of RT, row_bytes() apart from byte rb on) · the staged
 // activations of the row that x holds from vec4 index xb0: the row's part pairs lane,
 // lane + TPR, ...

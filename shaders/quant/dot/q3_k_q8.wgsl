@@ -5,15 +5,18 @@
 // dx·Σ xq the half's sum that the row carries.
 const PD: u32 = 32u;
 
-// Σ c·xq over half h (16 values) of part p of the block at wb against its activation words:
-// the low bits from qs (shift 2 (p % 4) of the part's 32 bytes), the third from bit p of
-// hmask.
+// Σ c·xq over half h (16 values) of part p of the block at wb against its activation words
+// (the codes as quant/q3_k.wgsl's q3k_codes makes them, from 16 bytes of qs and of hmask).
 fn q3k_half_dot(wb: u32, p: u32, h: u32, xw: vec4<u32>) -> i32 {
-    let lo = bytes16at(wb + 32u + 32u * (p / 4u) + 16u * h) >> vec4<u32>(2u * (p % 4u));
-    let hm = bytes16at(wb + 16u * h) >> vec4<u32>(p);
-    let c = (lo & vec4<u32>(0x03030303u)) | ((hm & vec4<u32>(0x01010101u)) << vec4<u32>(2u));
-    return dot4I8Packed(c.x, xw.x) + dot4I8Packed(c.y, xw.y) + dot4I8Packed(c.z, xw.z)
-        + dot4I8Packed(c.w, xw.w);
+    let qs = bytes16at(q3k_qs(wb, p) + 16u * h);
+    let hm = bytes16at(wb + 16u * h);
+    let c = vec4<u32>(
+        q3k_codes(qs.x, hm.x, p),
+        q3k_codes(qs.y, hm.y, p),
+        q3k_codes(qs.z, hm.z, p),
+        q3k_codes(qs.w, hm.w, p),
+    );
+    return dot16(c, xw);
 }
 
 // Parts p and p + 1 (p even) of the block at byte wb · their activations: xa the first halves

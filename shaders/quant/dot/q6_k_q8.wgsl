@@ -5,13 +5,18 @@
 // a valid signed byte for dot4I8Packed) and dx·Σ xq the half's sum that the row carries.
 const PD: u32 = 32u;
 
-// Σ q·xq over half h (16 values) of the part at `at` (q6k_part) against its activation words.
+// Σ q·xq over half h (16 values) of the part at `at` (q6k_part) against its activation words
+// (the values as quant/q6_k.wgsl's q6k_word makes them, from 16 bytes of ql and of qh).
 fn q6k_half_dot(at: vec4<u32>, h: u32, xw: vec4<u32>) -> i32 {
-    let lo = (bytes16at(at.x + 16u * h) >> vec4<u32>(at.z)) & vec4<u32>(0x0f0f0f0fu);
-    let hi = (bytes16at(at.y + 16u * h) >> vec4<u32>(at.w)) & vec4<u32>(0x03030303u);
-    let q = lo | (hi << vec4<u32>(4u));
-    return dot4I8Packed(q.x, xw.x) + dot4I8Packed(q.y, xw.y) + dot4I8Packed(q.z, xw.z)
-        + dot4I8Packed(q.w, xw.w);
+    let ql = bytes16at(at.x + 16u * h);
+    let qh = bytes16at(at.y + 16u * h);
+    let q = vec4<u32>(
+        q6k_word(ql.x, qh.x, at),
+        q6k_word(ql.y, qh.y, at),
+        q6k_word(ql.z, qh.z, at),
+        q6k_word(ql.w, qh.w, at),
+    );
+    return dot16(q, xw);
 }
 
 // Parts p and p + 1 (p even) of the block at byte wb · their activations: xa the first halves
